@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libqmp: a client library for the QEMU Machine Protocol.
+ *
+ * Umbrella header.  Components:
+ *   common.h   export macro, qmp_error, logging, timeouts
+ *   json.h     strict JSON decoding, JSON templates, matching
+ *   message.h  greeting, events, replies
+ *   session.h  sans-I/O protocol core (qmp_session)
+ *   client.h   blocking client over a socket (qmp_client, qmp_listener)
+ */
+#ifndef QMP_QMP_H
+#define QMP_QMP_H
+
+#include "common.h"
+#include "json.h"
+#include "message.h"
+#include "session.h"
+#include "client.h"
+
+#endif /* QMP_QMP_H */
