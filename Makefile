@@ -23,7 +23,7 @@ demo:
 
 test:
 	@./scripts/install-deps.sh test
-	./scripts/run-tests.sh
+	BUILD=$(BUILD) ./scripts/run-tests.sh
 
 bench: build
 	./bench/run.sh $(BUILD)

@@ -43,8 +43,8 @@ int main(int argc, char **argv)
     }
 
     /* Strings: the command name is plain, the arguments a template. */
-    if (qmp_client_command(c, &value, &err, "qom-get", "{'path': %s, 'property': %s}",
-                           "/machine", "type") < 0) {
+    if (qmp_client_command(c, &value, &err, "qom-get", "{'path': %s, 'property': %s}", "/machine",
+                           "type") < 0) {
         fail("qom-get", &err);
         goto out;
     }
@@ -68,8 +68,7 @@ int main(int argc, char **argv)
         fail("qmp_json_build", &err);
         goto out;
     }
-    printf("request arguments: %s\n",
-           json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN));
+    printf("request arguments: %s\n", json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN));
     if (qmp_client_execute(c, "migrate-set-parameters", args, NULL, &err) < 0 ||
         qmp_client_command(c, &value, &err, "query-migrate-parameters", NULL) < 0) {
         fail("migrate parameters", &err);

@@ -34,7 +34,7 @@
 
 /*
  * Facts about the input, found by an independent scan, that explain the
- * known differences between json_tokener (json-c 0.15 to 0.18, flags
+ * known differences between json_tokener (as of json-c 0.16, flags
  * JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8) and libqmp.
  */
 typedef struct quirks {

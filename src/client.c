@@ -141,9 +141,8 @@ static void evq_drop_oldest(qmp_client *c)
     qmp_event *ev = evq_take(c, 0);
 
     if (c->events_lost == 0)
-        qmp__log(&c->log, QMP_LOG_WARNING,
-                 "event queue full (%zu events): dropping the oldest, %s", c->evq_max,
-                 qmp_event_name(ev));
+        qmp__log(&c->log, QMP_LOG_WARNING, "event queue full (%zu events): dropping the oldest, %s",
+                 c->evq_max, qmp_event_name(ev));
     else
         qmp__log(&c->log, QMP_LOG_DEBUG, "event queue full: dropping %s", qmp_event_name(ev));
     c->events_lost++;
@@ -384,8 +383,7 @@ int qmp__client_connect_timeout(const qmp_client *c)
  * on) and closes the socket. */
 static void sync_failure(qmp_client *c)
 {
-    if (c->failed || c->session == NULL ||
-        qmp_session_get_state(c->session) != QMP_SESSION_FAILED)
+    if (c->failed || c->session == NULL || qmp_session_get_state(c->session) != QMP_SESSION_FAILED)
         return;
     qmp_error e = QMP_ERROR_INIT;
     int code = qmp_session_get_error(c->session, &e);
@@ -588,8 +586,7 @@ int qmp__client_attach(qmp_client *c, int fd, bool is_unix, const char *desc, in
         if (r < 0 && r != -ENOMEM)
             return qmp__error_set(err, r, QMP_ERR_INVALID, "cannot set up the session for %s",
                                   desc);
-        return qmp__error_set(err, -ENOMEM, QMP_ERR_NOMEM, "out of memory connecting to %s",
-                              desc);
+        return qmp__error_set(err, -ENOMEM, QMP_ERR_NOMEM, "out of memory connecting to %s", desc);
     }
     c->fd = fd;
     c->is_unix = is_unix;
@@ -831,9 +828,8 @@ static int client_call(qmp_client *c, const char *what, json_object *raw, const 
     if (raw != NULL)
         r = qmp_session_send_raw(c->session, raw, NULL, 0, call_on_reply, &slot, &tag, err);
     else
-        r = qmp_session_send_command(c->session, command, arguments, flags,
-                                     n_fds > 0 ? dups : NULL, n_fds, call_on_reply, &slot, &tag,
-                                     err);
+        r = qmp_session_send_command(c->session, command, arguments, flags, n_fds > 0 ? dups : NULL,
+                                     n_fds, call_on_reply, &slot, &tag, err);
     if (r < 0) {
         for (size_t i = 0; i < n_fds; i++)
             close(dups[i]);
@@ -882,8 +878,7 @@ static int client_call(qmp_client *c, const char *what, json_object *raw, const 
 static int check_timeout_arg(int timeout_ms, qmp_error *err)
 {
     if (timeout_ms < QMP_TIMEOUT_DEFAULT)
-        return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "invalid timeout %d ms",
-                              timeout_ms);
+        return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "invalid timeout %d ms", timeout_ms);
     return 0;
 }
 
@@ -907,12 +902,11 @@ int qmp_client_execute_full(qmp_client *c, const char *command, json_object *arg
         return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "no descriptor array given");
     for (size_t i = 0; i < n_fds; i++) {
         if (fds[i] < 0)
-            return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "invalid descriptor %d",
-                                  fds[i]);
+            return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "invalid descriptor %d", fds[i]);
     }
     /* what NULL: the timeout message names the command. */
-    return client_call(c, NULL, NULL, command, arguments, flags, timeout_ms, fds, n_fds,
-                       ret_return, err);
+    return client_call(c, NULL, NULL, command, arguments, flags, timeout_ms, fds, n_fds, ret_return,
+                       err);
 }
 
 int qmp_client_execute(qmp_client *c, const char *command, json_object *arguments,
@@ -922,8 +916,8 @@ int qmp_client_execute(qmp_client *c, const char *command, json_object *argument
                                    ret_return, err);
 }
 
-int qmp_client_command(qmp_client *c, json_object **ret_return, qmp_error *err,
-                       const char *command, const char *args_template, ...)
+int qmp_client_command(qmp_client *c, json_object **ret_return, qmp_error *err, const char *command,
+                       const char *args_template, ...)
 {
     json_object *args = NULL;
 

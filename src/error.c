@@ -7,18 +7,12 @@
 #include "internal.h"
 
 static const char *const category_names[] = {
-    [QMP_ERR_NONE] = "no error",
-    [QMP_ERR_CONNECT] = "connect error",
-    [QMP_ERR_GREETING] = "greeting error",
-    [QMP_ERR_NEGOTIATION] = "negotiation error",
-    [QMP_ERR_TIMEOUT] = "timeout",
-    [QMP_ERR_DISCONNECTED] = "disconnected",
-    [QMP_ERR_PROTOCOL] = "protocol error",
-    [QMP_ERR_COMMAND] = "command error",
-    [QMP_ERR_LIMIT] = "limit exceeded",
-    [QMP_ERR_INVALID] = "invalid argument",
-    [QMP_ERR_NOMEM] = "out of memory",
-    [QMP_ERR_CANCELLED] = "cancelled",
+    [QMP_ERR_NONE] = "no error",           [QMP_ERR_CONNECT] = "connect error",
+    [QMP_ERR_GREETING] = "greeting error", [QMP_ERR_NEGOTIATION] = "negotiation error",
+    [QMP_ERR_TIMEOUT] = "timeout",         [QMP_ERR_DISCONNECTED] = "disconnected",
+    [QMP_ERR_PROTOCOL] = "protocol error", [QMP_ERR_COMMAND] = "command error",
+    [QMP_ERR_LIMIT] = "limit exceeded",    [QMP_ERR_INVALID] = "invalid argument",
+    [QMP_ERR_NOMEM] = "out of memory",     [QMP_ERR_CANCELLED] = "cancelled",
     [QMP_ERR_SYSTEM] = "system error",
 };
 
@@ -61,8 +55,7 @@ const char *qmp_version_string(void)
 }
 
 /* Writes a formatted message into buf, marking truncation with "...". */
-static void format_truncated(char *buf, size_t size, const char *fmt, va_list ap)
-    QMP_PRINTF(3, 0);
+static void format_truncated(char *buf, size_t size, const char *fmt, va_list ap) QMP_PRINTF(3, 0);
 static void format_truncated(char *buf, size_t size, const char *fmt, va_list ap)
 {
     int n = vsnprintf(buf, size, fmt, ap);

@@ -119,8 +119,8 @@ int qmp__json_int64(const char *p, const char *end, int64_t *ret);
 /* Creates an event from the exact message text; name_* and data_* point
  * into text.  Returns NULL on out of memory. */
 qmp_event *qmp__event_new(const char *text, size_t len, const char *name, size_t name_len,
-                          int64_t seconds, int64_t microseconds, size_t data_off,
-                          size_t data_len, unsigned max_depth);
+                          int64_t seconds, int64_t microseconds, size_t data_off, size_t data_len,
+                          unsigned max_depth);
 
 /* Greeting lifecycle (owned by a session). */
 int qmp__greeting_new(qmp_greeting **ret, const char *text, size_t len, unsigned max_depth,
@@ -132,7 +132,7 @@ struct qmp_reply {
     uint64_t tag;
     int status;
     const qmp_error *error;
-    const char *text;  /* whole message, NULL for failures without one */
+    const char *text; /* whole message, NULL for failures without one */
     size_t text_len;
     const char *value; /* the "return" value text */
     size_t value_len;

@@ -89,8 +89,8 @@ static const unsigned char plain_byte[256] = {
 };
 
 typedef struct jframe {
-    json_object *obj;  /* container being filled (NULL when not building) */
-    const char *key;   /* pending key literal (at its opening quote) */
+    json_object *obj; /* container being filled (NULL when not building) */
+    const char *key;  /* pending key literal (at its opening quote) */
     const char *key_end;
     bool key_escaped;
     bool is_object;
@@ -102,8 +102,8 @@ typedef struct jparser {
     unsigned max_depth;
     bool build;
     qmp_error *err;
-    qmp__buf scratch;  /* unescaped strings and keys too long for small */
-    char small[128];   /* most keys and escaped strings fit here */
+    qmp__buf scratch; /* unescaped strings and keys too long for small */
+    char small[128];  /* most keys and escaped strings fit here */
     jframe local[16];
     jframe *frames;
     size_t n_frames;
@@ -177,7 +177,14 @@ static int scan_string(jparser *jp, const char **pp, bool *escaped)
             if (end - p < 2)
                 return jp_fail(jp, (const char *)p, "unterminated string");
             switch (p[1]) {
-            case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            case '"':
+            case '\\':
+            case '/':
+            case 'b':
+            case 'f':
+            case 'n':
+            case 'r':
+            case 't':
                 p += 2;
                 continue;
             case 'u':
@@ -254,11 +261,26 @@ long qmp__json_unescape(const char *p, const char *end, char *dst, size_t cap)
             char e = p[1];
             p += 2;
             switch (e) {
-            case 'b': buf[0] = '\b'; n = 1; break;
-            case 'f': buf[0] = '\f'; n = 1; break;
-            case 'n': buf[0] = '\n'; n = 1; break;
-            case 'r': buf[0] = '\r'; n = 1; break;
-            case 't': buf[0] = '\t'; n = 1; break;
+            case 'b':
+                buf[0] = '\b';
+                n = 1;
+                break;
+            case 'f':
+                buf[0] = '\f';
+                n = 1;
+                break;
+            case 'n':
+                buf[0] = '\n';
+                n = 1;
+                break;
+            case 'r':
+                buf[0] = '\r';
+                n = 1;
+                break;
+            case 't':
+                buf[0] = '\t';
+                n = 1;
+                break;
             case 'u': {
                 unsigned cp = (unsigned)hex4(p);
                 p += 4;
@@ -270,7 +292,10 @@ long qmp__json_unescape(const char *p, const char *end, char *dst, size_t cap)
                 n = put_utf8(buf, cp);
                 break;
             }
-            default: buf[0] = e; n = 1; break;
+            default:
+                buf[0] = e;
+                n = 1;
+                break;
             }
         }
         if (o + n >= cap)
@@ -560,7 +585,7 @@ value:
         goto fail;
     }
 
-key: {
+key : {
     jframe *fr = &jp->frames[jp->n_frames - 1];
     if (p >= end || *p != '"') {
         r = jp_fail(jp, p, p >= end ? "unexpected end of input" : "object key expected");
@@ -622,8 +647,8 @@ fail:
     return r;
 }
 
-static void jp_init(jparser *jp, const char *base, const char *end, unsigned max_depth,
-                    bool build, qmp_error *err)
+static void jp_init(jparser *jp, const char *base, const char *end, unsigned max_depth, bool build,
+                    qmp_error *err)
 {
     jp->base = base;
     jp->end = end;
@@ -743,13 +768,27 @@ int qmp__json_write_string(qmp__buf *b, const char *s, size_t n, qmp_error *err)
         }
         *d++ = '\\';
         switch (c) {
-        case '"': *d++ = '"'; break;
-        case '\\': *d++ = '\\'; break;
-        case '\n': *d++ = 'n'; break;
-        case '\r': *d++ = 'r'; break;
-        case '\t': *d++ = 't'; break;
-        case '\b': *d++ = 'b'; break;
-        case '\f': *d++ = 'f'; break;
+        case '"':
+            *d++ = '"';
+            break;
+        case '\\':
+            *d++ = '\\';
+            break;
+        case '\n':
+            *d++ = 'n';
+            break;
+        case '\r':
+            *d++ = 'r';
+            break;
+        case '\t':
+            *d++ = 't';
+            break;
+        case '\b':
+            *d++ = 'b';
+            break;
+        case '\f':
+            *d++ = 'f';
+            break;
         default:
             *d++ = 'u';
             *d++ = '0';
@@ -884,7 +923,8 @@ static int tmpl_fail(qmp_error *err, const char *tmpl, const char *at, const cha
 
 /*
  * Parses a conversion at *pp (just after '%') and appends its value.
- * Supported length modifiers: hh h l ll z j t; conversions d i u s f g e.
+ * Supported length modifiers: l ll z j t; conversions d i u s f g e.  (h and
+ * hh are refused: printf would truncate the value, JSON would not.)
  */
 static int tmpl_conversion(qmp__buf *b, const char *tmpl, const char **pp, va_list *ap,
                            qmp_error *err)
@@ -894,9 +934,7 @@ static int tmpl_conversion(qmp__buf *b, const char *tmpl, const char **pp, va_li
     char num[64];
     int n;
 
-    if (p[0] == 'h') {
-        p += p[1] == 'h' ? 2 : 1;
-    } else if (p[0] == 'l') {
+    if (p[0] == 'l') {
         lmod = p[1] == 'l' ? 2 : 1;
         p += lmod;
     } else if (p[0] == 'z') {
@@ -918,12 +956,24 @@ static int tmpl_conversion(qmp__buf *b, const char *tmpl, const char **pp, va_li
     case 'i': {
         long long v;
         switch (lmod) {
-        case 1: v = va_arg(*ap, long); break;
-        case 2: v = va_arg(*ap, long long); break;
-        case 3: v = (long long)va_arg(*ap, size_t); break; /* %zd */
-        case 4: v = (long long)va_arg(*ap, intmax_t); break;
-        case 5: v = (long long)va_arg(*ap, ptrdiff_t); break;
-        default: v = va_arg(*ap, int); break;
+        case 1:
+            v = va_arg(*ap, long);
+            break;
+        case 2:
+            v = va_arg(*ap, long long);
+            break;
+        case 3:
+            v = (long long)va_arg(*ap, size_t);
+            break; /* %zd */
+        case 4:
+            v = (long long)va_arg(*ap, intmax_t);
+            break;
+        case 5:
+            v = (long long)va_arg(*ap, ptrdiff_t);
+            break;
+        default:
+            v = va_arg(*ap, int);
+            break;
         }
         n = snprintf(num, sizeof(num), "%lld", v);
         break;
@@ -931,12 +981,24 @@ static int tmpl_conversion(qmp__buf *b, const char *tmpl, const char **pp, va_li
     case 'u': {
         unsigned long long v;
         switch (lmod) {
-        case 1: v = va_arg(*ap, unsigned long); break;
-        case 2: v = va_arg(*ap, unsigned long long); break;
-        case 3: v = va_arg(*ap, size_t); break;
-        case 4: v = (unsigned long long)va_arg(*ap, uintmax_t); break;
-        case 5: v = (unsigned long long)va_arg(*ap, ptrdiff_t); break;
-        default: v = va_arg(*ap, unsigned int); break;
+        case 1:
+            v = va_arg(*ap, unsigned long);
+            break;
+        case 2:
+            v = va_arg(*ap, unsigned long long);
+            break;
+        case 3:
+            v = va_arg(*ap, size_t);
+            break;
+        case 4:
+            v = (unsigned long long)va_arg(*ap, uintmax_t);
+            break;
+        case 5:
+            v = (unsigned long long)va_arg(*ap, ptrdiff_t);
+            break;
+        default:
+            v = va_arg(*ap, unsigned int);
+            break;
         }
         n = snprintf(num, sizeof(num), "%llu", v);
         break;
@@ -1040,7 +1102,7 @@ int qmp_json_vbuild(json_object **ret, qmp_error *err, const char *tmpl, va_list
         json_object *v = NULL;
         qmp_error perr;
         r = qmp__json_build(b.data ? b.data : "", b.data ? b.data + b.len : "",
-                             QMP_JSON_DEFAULT_MAX_DEPTH, &v, &perr);
+                            QMP_JSON_DEFAULT_MAX_DEPTH, &v, &perr);
         if (r == -ENOMEM) {
             qmp__error_copy(err, &perr);
         } else if (r < 0) {

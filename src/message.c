@@ -13,7 +13,7 @@
 struct qmp_greeting {
     json_object *json;
     int major, minor, micro;
-    const char *package; /* borrowed from json */
+    const char *package;       /* borrowed from json */
     json_object *capabilities; /* borrowed from json */
 };
 
@@ -88,8 +88,8 @@ int qmp__greeting_new(qmp_greeting **ret, const char *text, size_t len, unsigned
     if (what != NULL) {
         free(g);
         json_object_put(json);
-        return qmp__error_set(err, -EPROTO, QMP_ERR_GREETING, "malformed greeting: %s: %.*s",
-                              what, (int)(len > 200 ? 200 : len), text);
+        return qmp__error_set(err, -EPROTO, QMP_ERR_GREETING, "malformed greeting: %s: %.*s", what,
+                              (int)(len > 200 ? 200 : len), text);
     }
     g->json = json;
     g->capabilities = caps;
@@ -129,7 +129,8 @@ int qmp_greeting_has_capability(const qmp_greeting *g, const char *name)
     size_t n = json_object_array_length(g->capabilities);
     for (size_t i = 0; i < n; i++) {
         json_object *c = json_object_array_get_idx(g->capabilities, i);
-        if (json_object_is_type(c, json_type_string) && strcmp(json_object_get_string(c), name) == 0)
+        if (json_object_is_type(c, json_type_string) &&
+            strcmp(json_object_get_string(c), name) == 0)
             return 1;
     }
     return 0;
@@ -157,8 +158,8 @@ struct qmp_event {
 };
 
 qmp_event *qmp__event_new(const char *text, size_t len, const char *name, size_t name_len,
-                          int64_t seconds, int64_t microseconds, size_t data_off,
-                          size_t data_len, unsigned max_depth)
+                          int64_t seconds, int64_t microseconds, size_t data_off, size_t data_len,
+                          unsigned max_depth)
 {
     qmp_event *ev = malloc(sizeof(*ev) + len + name_len + 2);
     if (ev == NULL)

@@ -69,9 +69,9 @@ struct qmp_session {
     void *event_userdata;
 
     qmp_greeting *greeting;
-    qmp_error error; /* sticky, valid when state == FAILED */
-    uint64_t negotiation_tag;  /* the first qmp_capabilities, while pending */
-    unsigned renegotiations;   /* repeated qmp_capabilities still pending */
+    qmp_error error;          /* sticky, valid when state == FAILED */
+    uint64_t negotiation_tag; /* the first qmp_capabilities, while pending */
+    unsigned renegotiations;  /* repeated qmp_capabilities still pending */
 
     /* Framer. */
     qmp__buf in;
@@ -515,8 +515,8 @@ static int check_fds(const int *fds, size_t n_fds, qmp_error *err)
         return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "n_fds given without fds");
     for (size_t i = 0; i < n_fds; i++) {
         if (fds[i] < 0)
-            return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID,
-                                  "invalid file descriptor %d", fds[i]);
+            return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "invalid file descriptor %d",
+                                  fds[i]);
     }
     return 0;
 }
@@ -668,8 +668,8 @@ int qmp_session_send_raw(qmp_session *s, json_object *message, const int *fds, s
         return r;
     }
     uint64_t tag = s->next_tag++;
-    s->raws[s->n_raws++] = (raw_pending){tag, has_id ? json_object_get(id) : NULL, has_id, cb,
-                                         userdata};
+    s->raws[s->n_raws++] =
+        (raw_pending){tag, has_id ? json_object_get(id) : NULL, has_id, cb, userdata};
     if (ret_tag)
         *ret_tag = tag;
     return 0;
@@ -716,16 +716,13 @@ typedef struct span {
 /* Member names the router looks at, as literals with their quotes. */
 enum { K_QMP, K_EVENT, K_DATA, K_TIMESTAMP, K_RETURN, K_ERROR, K_ID, K_COUNT };
 static const char *const route_keys[K_COUNT] = {
-    [K_QMP] = "\"QMP\"",
-    [K_EVENT] = "\"event\"",
-    [K_DATA] = "\"data\"",
-    [K_TIMESTAMP] = "\"timestamp\"",
-    [K_RETURN] = "\"return\"",
-    [K_ERROR] = "\"error\"",
+    [K_QMP] = "\"QMP\"",       [K_EVENT] = "\"event\"",
+    [K_DATA] = "\"data\"",     [K_TIMESTAMP] = "\"timestamp\"",
+    [K_RETURN] = "\"return\"", [K_ERROR] = "\"error\"",
     [K_ID] = "\"id\"",
 };
 static const size_t route_key_lens[K_COUNT] = {
-    [K_QMP] = 5, [K_EVENT] = 7, [K_DATA] = 6, [K_TIMESTAMP] = 11,
+    [K_QMP] = 5,    [K_EVENT] = 7, [K_DATA] = 6, [K_TIMESTAMP] = 11,
     [K_RETURN] = 8, [K_ERROR] = 7, [K_ID] = 4,
 };
 
@@ -744,8 +741,8 @@ static inline const char *skip_ws(const char *p, const char *end)
  * are not recognised.
  */
 static int index_object(const char *p, const char *end, unsigned max_depth, const char *base,
-                        const char *const *keys, const size_t *key_lens, size_t n_keys,
-                        span *out, qmp_error *err)
+                        const char *const *keys, const size_t *key_lens, size_t n_keys, span *out,
+                        qmp_error *err)
 {
     const char *start = p;
 
@@ -831,14 +828,14 @@ static int parse_error_member(qmp_session *s, span e, qmp_error *err)
         json_object_put(obj);
         return -EPROTO;
     }
-    const char *cname = json_object_object_get_ex(obj, "class", &cls) &&
-                                json_object_is_type(cls, json_type_string)
-                            ? json_object_get_string(cls)
-                            : "";
-    const char *dtext = json_object_object_get_ex(obj, "desc", &desc) &&
-                                json_object_is_type(desc, json_type_string)
-                            ? json_object_get_string(desc)
-                            : "(no description)";
+    const char *cname =
+        json_object_object_get_ex(obj, "class", &cls) && json_object_is_type(cls, json_type_string)
+            ? json_object_get_string(cls)
+            : "";
+    const char *dtext =
+        json_object_object_get_ex(obj, "desc", &desc) && json_object_is_type(desc, json_type_string)
+            ? json_object_get_string(desc)
+            : "(no description)";
     qmp__error_set(err, -EREMOTEIO, QMP_ERR_COMMAND, "%s", dtext);
     snprintf(err->class_name, sizeof(err->class_name), "%s", cname);
     err->qmp_class = cname[0] ? qmp_error_class_from_name(cname) : QMP_CLASS_OTHER;
@@ -889,8 +886,7 @@ static void on_renegotiated(qmp_session *s, qmp_reply *reply, void *userdata)
     (void)userdata;
     s->renegotiations--;
     if (reply->status == -EREMOTEIO)
-        qmp__log(&s->log, QMP_LOG_DEBUG, "repeated qmp_capabilities: %s",
-                 reply->error->message);
+        qmp__log(&s->log, QMP_LOG_DEBUG, "repeated qmp_capabilities: %s", reply->error->message);
     if (reply->status == 0 || reply->status == -EREMOTEIO)
         maybe_ready(s);
 }
@@ -947,8 +943,7 @@ static void handle_greeting(qmp_session *s, const char *msg, size_t len)
     set_state(s, QMP_SESSION_NEGOTIATING);
 }
 
-static void handle_event(qmp_session *s, const char *msg, size_t len, span name, span data,
-                         span ts)
+static void handle_event(qmp_session *s, const char *msg, size_t len, span name, span data, span ts)
 {
     char namebuf[256];
     const char *n;
@@ -995,13 +990,11 @@ static void handle_event(qmp_session *s, const char *msg, size_t len, span name,
     if (s->event_fn)
         s->event_fn(s, ev, s->event_userdata);
     else
-        qmp__log(&s->log, QMP_LOG_DEBUG, "event %s dropped: no event callback",
-                 qmp_event_name(ev));
+        qmp__log(&s->log, QMP_LOG_DEBUG, "event %s dropped: no event callback", qmp_event_name(ev));
     qmp_event_unref(ev);
 }
 
-static void handle_reply(qmp_session *s, const char *msg, size_t len, span ret, span error,
-                         span id)
+static void handle_reply(qmp_session *s, const char *msg, size_t len, span ret, span error, span id)
 {
     qmp_error err;
     qmp_reply_fn cb;
@@ -1160,8 +1153,7 @@ static size_t dispatch_direct(qmp_session *s, const char *p, const char *end)
  * belong to the current message; *complete tells whether it ended there.
  * In FRAME_IDLE leading whitespace is skipped and reported via *skipped.
  */
-static size_t frame_scan(qmp_session *s, const char *p, size_t n, bool *complete,
-                         size_t *skipped)
+static size_t frame_scan(qmp_session *s, const char *p, size_t n, bool *complete, size_t *skipped)
 {
     size_t i = 0;
 
@@ -1240,8 +1232,7 @@ static void frame_reset(qmp_session *s)
 static int too_big(qmp_session *s)
 {
     return fail_with(s, -EMSGSIZE, QMP_ERR_LIMIT,
-                     "message from QEMU larger than the limit of %zu bytes",
-                     s->max_message_size);
+                     "message from QEMU larger than the limit of %zu bytes", s->max_message_size);
 }
 
 static void dispatch_framed(qmp_session *s, const char *msg, size_t len)

@@ -337,8 +337,8 @@ static int connect_unix(const qmp__address *a, int64_t deadline, int timeout_ms,
     }
     close(fd);
     if (r == -ETIMEDOUT)
-        return qmp__error_set(err, r, QMP_ERR_TIMEOUT, "cannot connect to %s within %d ms",
-                              a->desc, timeout_ms);
+        return qmp__error_set(err, r, QMP_ERR_TIMEOUT, "cannot connect to %s within %d ms", a->desc,
+                              timeout_ms);
     /* A non-blocking connect to a unix socket whose backlog is full fails
      * at once with EAGAIN instead of waiting. */
     if (r == -EAGAIN)
@@ -370,14 +370,14 @@ static int connect_tcp(const qmp__address *a, int64_t deadline, int timeout_ms,
         if (g == EAI_SYSTEM && errno != 0)
             return qmp__error_set(err, -errno, errno_category(errno), "cannot resolve %s: %s",
                                   a->desc, qmp__strerror(errno, eb, sizeof(eb)));
-        return qmp__error_set(err, -EHOSTUNREACH, QMP_ERR_CONNECT, "cannot resolve %s: %s",
-                              a->desc, gai_strerror(g));
+        return qmp__error_set(err, -EHOSTUNREACH, QMP_ERR_CONNECT, "cannot resolve %s: %s", a->desc,
+                              gai_strerror(g));
     }
 
     int last = -EHOSTUNREACH;
     for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                        ai->ai_protocol);
+        int fd =
+            socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
         if (fd < 0) {
             last = -errno;
             continue;
@@ -417,8 +417,7 @@ int qmp__socket_adopt(int fd, const char *desc, bool *ret_is_unix, qmp_error *er
     socklen_t len = sizeof(type);
 
     if (fd < 0 || fcntl(fd, F_GETFD) < 0)
-        return qmp__error_set(err, -EBADF, QMP_ERR_INVALID, "cannot use %s: it is not open",
-                              desc);
+        return qmp__error_set(err, -EBADF, QMP_ERR_INVALID, "cannot use %s: it is not open", desc);
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
         int e = errno;
         close(fd);
@@ -623,8 +622,8 @@ static int listen_tcp(qmp_listener *l, const qmp__address *a, qmp_error *err)
     int last = -EADDRNOTAVAIL;
     for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
         int one = 1;
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                        ai->ai_protocol);
+        int fd =
+            socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
         if (fd < 0) {
             last = -errno;
             continue;
@@ -641,8 +640,8 @@ static int listen_tcp(qmp_listener *l, const qmp__address *a, qmp_error *err)
     }
     freeaddrinfo(res);
     if (l->fd < 0)
-        return qmp__error_set(err, last, errno_category(-last), "cannot listen on %s: %s",
-                              a->desc, qmp__strerror(-last, eb, sizeof(eb)));
+        return qmp__error_set(err, last, errno_category(-last), "cannot listen on %s: %s", a->desc,
+                              qmp__strerror(-last, eb, sizeof(eb)));
 
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
@@ -700,8 +699,7 @@ int qmp_listener_accept(qmp_listener *l, qmp_client *c, int timeout_ms, qmp_erro
     if (l == NULL || l->fd < 0)
         return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "no listener given");
     if (timeout_ms < QMP_TIMEOUT_DEFAULT)
-        return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "invalid timeout %d ms",
-                              timeout_ms);
+        return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "invalid timeout %d ms", timeout_ms);
     int r = qmp__client_check(c, err);
     if (r < 0)
         return r;
@@ -719,8 +717,8 @@ int qmp_listener_accept(qmp_listener *l, qmp_client *c, int timeout_ms, qmp_erro
             break;
         /* A connection that was reset while queued is not our failure:
          * wait for the next one. */
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-            errno != ECONNABORTED && errno != EPROTO)
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED &&
+            errno != EPROTO)
             return qmp__error_set(err, -errno, errno_category(errno),
                                   "cannot accept a connection on %s: %s", l->address,
                                   qmp__strerror(errno, eb, sizeof(eb)));
@@ -730,8 +728,8 @@ int qmp_listener_accept(qmp_listener *l, qmp_client *c, int timeout_ms, qmp_erro
                                   "no connection to %s within %d ms", l->address, timeout_ms);
         struct pollfd pfd = {.fd = l->fd, .events = POLLIN};
         if (poll(&pfd, 1, tmo) < 0 && errno != EINTR)
-            return qmp__error_set(err, -errno, QMP_ERR_SYSTEM, "cannot wait on %s: %s",
-                                  l->address, qmp__strerror(errno, eb, sizeof(eb)));
+            return qmp__error_set(err, -errno, QMP_ERR_SYSTEM, "cannot wait on %s: %s", l->address,
+                                  qmp__strerror(errno, eb, sizeof(eb)));
     }
 
     char *peer = NULL;

@@ -38,11 +38,7 @@ int qmp__deadline_remaining_ms(int64_t deadline);
 
 /* ----------------------------------------------------------- addresses */
 
-typedef enum qmp__addr_kind {
-    QMP__ADDR_UNIX = 1,
-    QMP__ADDR_TCP,
-    QMP__ADDR_FD
-} qmp__addr_kind;
+typedef enum qmp__addr_kind { QMP__ADDR_UNIX = 1, QMP__ADDR_TCP, QMP__ADDR_FD } qmp__addr_kind;
 
 /*
  * A parsed address (syntax in client.h).  path/host/port point into buf,

@@ -20,11 +20,12 @@
 static int harness_count;
 static int harness_failed_tests;
 static int harness_cur_failed;
+static const char *harness_cur_skip;
 static const char *harness_only;
 
 #define TEST(name) static void name(void)
 
-#define HARNESS_FAIL_(...)                                                                          \
+#define HARNESS_FAIL_(...)                                                                         \
     do {                                                                                           \
         harness_cur_failed = 1;                                                                    \
         printf("# %s:%d: ", __FILE__, __LINE__);                                                   \
@@ -58,7 +59,7 @@ static const char *harness_only;
     do {                                                                                           \
         const char *a_ = (a), *b_ = (b);                                                           \
         if (a_ == NULL || b_ == NULL || strcmp(a_, b_) != 0)                                       \
-            HARNESS_FAIL_("%s == %s: \"%s\" != \"%s\"", #a, #b, a_ ? a_ : "(null)",               \
+            HARNESS_FAIL_("%s == %s: \"%s\" != \"%s\"", #a, #b, a_ ? a_ : "(null)",                \
                           b_ ? b_ : "(null)");                                                     \
     } while (0)
 
@@ -67,7 +68,7 @@ static const char *harness_only;
     do {                                                                                           \
         const char *h_ = (haystack), *n_ = (needle);                                               \
         if (h_ == NULL || strstr(h_, n_) == NULL)                                                  \
-            HARNESS_FAIL_("\"%s\" does not contain \"%s\"", h_ ? h_ : "(null)", n_);              \
+            HARNESS_FAIL_("\"%s\" does not contain \"%s\"", h_ ? h_ : "(null)", n_);               \
     } while (0)
 
 #define RUN(name)                                                                                  \
@@ -75,13 +76,21 @@ static const char *harness_only;
         if (harness_only && strcmp(harness_only, #name) != 0)                                      \
             break;                                                                                 \
         harness_cur_failed = 0;                                                                    \
+        harness_cur_skip = NULL;                                                                   \
         name();                                                                                    \
         harness_count++;                                                                           \
-        printf("%s %d - %s\n", harness_cur_failed ? "not ok" : "ok", harness_count, #name);       \
+        printf("%s %d - %s%s%s\n", harness_cur_failed ? "not ok" : "ok", harness_count, #name,     \
+               harness_cur_skip ? " # SKIP " : "", harness_cur_skip ? harness_cur_skip : "");      \
         fflush(stdout);                                                                            \
         if (harness_cur_failed)                                                                    \
             harness_failed_tests++;                                                                \
     } while (0)
+
+/* Marks the running test as skipped, with a reason (a string literal). */
+static inline void harness_skip(const char *reason)
+{
+    harness_cur_skip = reason;
+}
 
 static inline void harness_init(int argc, char **argv)
 {

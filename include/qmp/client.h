@@ -160,8 +160,8 @@ QMP_EXPORT int qmp_client_execute(qmp_client *c, const char *command, json_objec
  *             else -EOPNOTSUPP); borrowed, at most 16.
  */
 QMP_EXPORT int qmp_client_execute_full(qmp_client *c, const char *command, json_object *arguments,
-                                       unsigned flags, int timeout_ms, const int *fds,
-                                       size_t n_fds, json_object **ret_return, qmp_error *err);
+                                       unsigned flags, int timeout_ms, const int *fds, size_t n_fds,
+                                       json_object **ret_return, qmp_error *err);
 
 /*
  * Executes a command whose arguments are a JSON template (see
@@ -264,8 +264,7 @@ QMP_EXPORT int qmp_listener_get_fd(const qmp_listener *l);
  * Returns 0, -ETIMEDOUT (nobody connected in time, QMP_ERR_TIMEOUT), and
  * otherwise as qmp_client_connect().
  */
-QMP_EXPORT int qmp_listener_accept(qmp_listener *l, qmp_client *c, int timeout_ms,
-                                   qmp_error *err);
+QMP_EXPORT int qmp_listener_accept(qmp_listener *l, qmp_client *c, int timeout_ms, qmp_error *err);
 
 /* Closes the listener and removes its unix path.  Accepts NULL. */
 QMP_EXPORT void qmp_listener_free(qmp_listener *l);

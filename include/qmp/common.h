@@ -54,8 +54,8 @@ extern "C" {
  */
 typedef enum qmp_error_category {
     QMP_ERR_NONE = 0,
-    QMP_ERR_CONNECT,      /* socket could not be created, connected or accepted (errno of the call) */
-    QMP_ERR_GREETING,     /* missing or malformed greeting (-EPROTO) */
+    QMP_ERR_CONNECT,  /* socket could not be created, connected or accepted (errno of the call) */
+    QMP_ERR_GREETING, /* missing or malformed greeting (-EPROTO) */
     QMP_ERR_NEGOTIATION,  /* qmp_capabilities failed (-EPROTO) */
     QMP_ERR_TIMEOUT,      /* deadline passed (-ETIMEDOUT) */
     QMP_ERR_DISCONNECTED, /* peer closed or the connection broke (-ECONNRESET, -EPIPE) */
@@ -107,7 +107,10 @@ typedef struct qmp_error {
 } qmp_error;
 
 /* Initialiser for a qmp_error on the stack: qmp_error err = QMP_ERROR_INIT; */
-#define QMP_ERROR_INIT {0, QMP_ERR_NONE, QMP_CLASS_NONE, "", ""}
+#define QMP_ERROR_INIT                                                                             \
+    {                                                                                              \
+        0, QMP_ERR_NONE, QMP_CLASS_NONE, "", ""                                                    \
+    }
 
 /*
  * Returns a static, lower-case name for a category ("timeout",

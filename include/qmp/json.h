@@ -40,8 +40,8 @@ extern "C" {
  * QMP_ERR_PROTOCOL), -EMSGSIZE (deeper than max_depth, QMP_ERR_LIMIT),
  * -ENOMEM.
  */
-QMP_EXPORT int qmp_json_parse(const char *text, size_t len, unsigned max_depth,
-                              json_object **ret, qmp_error *err);
+QMP_EXPORT int qmp_json_parse(const char *text, size_t len, unsigned max_depth, json_object **ret,
+                              qmp_error *err);
 
 /*
  * Builds a JSON value from a printf-like template.
@@ -51,8 +51,9 @@ QMP_EXPORT int qmp_json_parse(const char *text, size_t len, unsigned max_depth,
  * double quotes.  Conversions insert values:
  *   %s          a C string, inserted as a JSON string (escaped; must be
  *               UTF-8); a NULL pointer inserts null.
- *   %d %i %ld %li %lld %lli %zd, %u %lu %llu %zu, with PRId64/PRIu64
- *               integers, inserted as JSON numbers.
+ *   %d %i %u with the length modifiers l, ll, z, j (intmax_t) and t
+ *               (ptrdiff_t), so PRId64/PRIu64 work: integers, inserted
+ *               as JSON numbers (h and hh are refused).
  *   %f %g %e    a double (must be finite), inserted as a JSON number.
  * Conversions are recognised outside strings only.  Inside a quoted
  * string, %% stands for a literal percent sign and any other % is an
@@ -70,8 +71,8 @@ QMP_EXPORT int qmp_json_build(json_object **ret, qmp_error *err, const char *tem
     QMP_PRINTF(3, 4);
 
 /* va_list variant of qmp_json_build(). */
-QMP_EXPORT int qmp_json_vbuild(json_object **ret, qmp_error *err, const char *template_,
-                               va_list ap) QMP_PRINTF(3, 0);
+QMP_EXPORT int qmp_json_vbuild(json_object **ret, qmp_error *err, const char *template_, va_list ap)
+    QMP_PRINTF(3, 0);
 
 /*
  * Returns 1 when every member of pattern is present in value with an

@@ -737,8 +737,7 @@ static bool json_matches(json_object *value, json_object *pattern)
         return json_object_equal(value, pattern) != 0;
     if (!json_object_is_type(value, json_type_object))
         return false;
-    json_object_object_foreach(pattern, key, pv)
-    {
+    json_object_object_foreach(pattern, key, pv) {
         json_object *vv = NULL;
         if (!json_object_object_get_ex(value, key, &vv))
             return false;

@@ -31,7 +31,7 @@ static bool armed;
 static long alloc_count; /* allocations done while armed */
 static long fail_at;     /* fail the allocation with this index (-1: none) */
 static bool injected;
-static long live;        /* allocations minus frees while armed */
+static long live; /* allocations minus frees while armed */
 
 static bool should_fail(void)
 {
@@ -102,9 +102,14 @@ static long walk(scenario_fn scenario, const char *name)
         scenario();
         armed = false;
         if (live != 0) {
-            HARNESS_FAIL_("%s: %ld allocation(s) leaked when allocation %ld failed", name, live,
-                          n);
+            HARNESS_FAIL_("%s: %ld allocation(s) leaked when allocation %ld failed", name, live, n);
             return n;
+        }
+        if (n == 0 && alloc_count == 0) {
+            /* Our malloc was never called (a tool such as valgrind
+             * replaced it): nothing can be walked. */
+            printf("# %s: allocator not interposed\n", name);
+            return -1;
         }
         if (!injected)
             break;
@@ -176,15 +181,15 @@ static void session_scenario(void)
     feed_str(s, "{\"return\": {}, \"id\": \"libqmp:1\"}\r\n");
 
     json_object *args = NULL;
-    if (qmp_json_build(&args, &err, "{'id': %s, 'n': %d, 'list': [1, 'two', {'x': 3.5}]}",
-                       "dev\"0", 42) == 0) {
-        sent[0] = qmp_session_send_command(s, "device_add", args, 0, NULL, 0, on_reply,
-                                           (void *)0, &tags[0], &err) == 0;
+    if (qmp_json_build(&args, &err, "{'id': %s, 'n': %d, 'list': [1, 'two', {'x': 3.5}]}", "dev\"0",
+                       42) == 0) {
+        sent[0] = qmp_session_send_command(s, "device_add", args, 0, NULL, 0, on_reply, (void *)0,
+                                           &tags[0], &err) == 0;
         json_object_put(args);
     }
     int fds[1] = {0};
-    sent[1] = qmp_session_send_command(s, "getfd", NULL, 0, fds, 1, on_reply, (void *)1,
-                                       &tags[1], &err) == 0;
+    sent[1] = qmp_session_send_command(s, "getfd", NULL, 0, fds, 1, on_reply, (void *)1, &tags[1],
+                                       &err) == 0;
     json_object *raw = NULL;
     if (qmp_json_build(&raw, &err, "{'execute': 'query-status', 'id': {'mine': 7}}") == 0) {
         sent[2] = qmp_session_send_raw(s, raw, NULL, 0, on_reply, (void *)2, &tags[2], &err) == 0;
@@ -222,8 +227,8 @@ static void session_scenario(void)
 
     for (int i = 0; i < 4; i++) {
         if (sent[i] && replies_seen[i] != 1)
-            HARNESS_FAIL_("command %d: callback called %d times (fail_at %ld)", i,
-                          replies_seen[i], fail_at);
+            HARNESS_FAIL_("command %d: callback called %d times (fail_at %ld)", i, replies_seen[i],
+                          fail_at);
         if (!sent[i] && replies_seen[i] != 0)
             HARNESS_FAIL_("command %d failed to send but its callback ran (fail_at %ld)", i,
                           fail_at);
@@ -233,6 +238,10 @@ static void session_scenario(void)
 TEST(session_allocation_failures)
 {
     long runs = walk(session_scenario, "session");
+    if (runs < 0) {
+        harness_skip("malloc is not interposed here");
+        return;
+    }
     CHECK(runs > 20);
 }
 
@@ -265,6 +274,10 @@ static void json_scenario(void)
 TEST(json_allocation_failures)
 {
     long runs = walk(json_scenario, "json");
+    if (runs < 0) {
+        harness_skip("malloc is not interposed here");
+        return;
+    }
     CHECK(runs > 20);
 }
 

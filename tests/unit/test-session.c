@@ -1020,9 +1020,9 @@ static void check_repeated_greeting(const char *second_reply)
     CHECK_EQ_INT(feed_reply(s, caps, "\"return\": {}", &err), 0);
     /* Still waiting for the repeat's reply. */
     CHECK_EQ_INT(qmp_session_get_state(s), QMP_SESSION_NEGOTIATING);
-    CHECK_EQ_INT(qmp_session_send_command(s, "query-status", NULL, 0, NULL, 0, NULL, NULL, NULL,
-                                          NULL),
-                 -ENOTCONN);
+    CHECK_EQ_INT(
+        qmp_session_send_command(s, "query-status", NULL, 0, NULL, 0, NULL, NULL, NULL, NULL),
+        -ENOTCONN);
     CHECK_EQ_INT(feed_reply(s, caps2, second_reply, &err), 0);
     CHECK_EQ_INT(qmp_session_get_state(s), QMP_SESSION_READY);
     CHECK_CONTAINS(r.last_log, "capabilities negotiated");

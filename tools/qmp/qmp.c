@@ -39,12 +39,12 @@ enum {
 
 struct options {
     const char *address;
-    int timeout_ms;          /* per command and per awaited event */
+    int timeout_ms; /* per command and per awaited event */
     int connect_timeout_ms;
     int pretty;
     int trace;
-    int verbose;             /* 1: info, 2 or more: debug */
-    int print_events;        /* -e */
+    int verbose;      /* 1: info, 2 or more: debug */
+    int print_events; /* -e */
     int oob;
     const char **wait_events; /* -w NAME..., pointers into argv */
     size_t n_wait_events;
@@ -506,14 +506,14 @@ static int run_events(qmp_client *c, const struct options *o, long count, int ti
     for (n = 0; r == EXIT_OK && (count == 0 || n < count); n++) {
         qmp_error err = QMP_ERROR_INIT;
         qmp_event *ev = NULL;
-        int wait = timeout_ms == QMP_TIMEOUT_INFINITE ? QMP_TIMEOUT_INFINITE
-                                                      : remaining_ms(&deadline);
+        int wait =
+            timeout_ms == QMP_TIMEOUT_INFINITE ? QMP_TIMEOUT_INFINITE : remaining_ms(&deadline);
 
         r = qmp_client_next_event(c, wait, &ev, &err);
         if (r == -ETIMEDOUT || r == -EAGAIN) {
             if (count > 0)
-                fprintf(stderr, "qmp: timed out after %d ms with %ld of %ld events\n",
-                        timeout_ms, n, count);
+                fprintf(stderr, "qmp: timed out after %d ms with %ld of %ld events\n", timeout_ms,
+                        n, count);
             r = count > 0 ? EXIT_TIMEOUT : EXIT_OK;
             break;
         }
