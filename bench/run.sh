@@ -3,20 +3,27 @@
 #
 # Runs the libqmp benchmarks: usage  bench/run.sh [BUILD_DIR]  (default: build)
 #
-#  1. builds bench/bench and bench/fastserver (setting up BUILD_DIR as a
-#     release build if it does not exist yet);
+#  1. builds bench/bench, bench/scale and bench/fastserver (setting up
+#     BUILD_DIR as a release build if it does not exist yet);
 #  2. starts the fast server and runs the whole timing table (medians of
 #     several repetitions, then the real-QEMU rows if qemu-system-x86_64 is
 #     installed);
-#  3. counts client instructions with callgrind: each measurement runs at
+#  3. runs the scale benchmarks (bench/scale: the non-blocking client
+#     pipelined, a thousand connections from one thread, a silent server,
+#     fifty real QEMUs), which start their own fast servers;
+#  4. counts client instructions with callgrind: each measurement runs at
 #     two sizes N1 and N2, and (I(N2) - I(N1)) / (N2 - N1) is the cost of
-#     one operation with start-up cancelled out.  Only the bench process
-#     runs under valgrind; the server is a separate, native process.
+#     one operation with start-up cancelled out.  Only the bench or scale
+#     process runs under valgrind; the servers are separate, native
+#     processes.
 #
-# The callgrind summary at the end is meant to be pasted into BENCHMARKS.md.
-# Environment: BENCH_ARGS adds options to the timing run (e.g. "--reps 9"
-# or "--no-qemu"); BENCH_NO_CALLGRIND=1 skips step 3; BENCH_TOP=N shows the
-# N most expensive functions (self cost) of the libqmp measurements.
+# The callgrind summaries at the end are meant to be pasted into
+# BENCHMARKS.md.  Environment: BENCH_ARGS adds options to the timing run
+# (e.g. "--reps 9" or "--no-qemu"; --no-qemu skips the scale run's QEMUs
+# too); SCALE_ARGS adds options to the scale run (e.g. "--conns 500");
+# BENCH_NO_SCALE=1 skips the scale benchmarks; BENCH_NO_CALLGRIND=1 skips
+# step 4; BENCH_TOP=N shows the N most expensive functions (self cost) of
+# the libqmp measurements.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -27,9 +34,19 @@ TOP=${BENCH_TOP:-12}
 if [ ! -f "$BUILD/build.ninja" ]; then
     meson setup "$BUILD" --buildtype=release
 fi
-ninja -C "$BUILD" bench/bench bench/fastserver >/dev/null
+ninja -C "$BUILD" bench/bench bench/scale bench/fastserver >/dev/null
 
 BENCH=$BUILD/bench/bench
+SCALE=$BUILD/bench/scale
+RUN_SCALE=1
+if [ "${BENCH_NO_SCALE:-0}" = 1 ]; then
+    RUN_SCALE=0
+fi
+SCALE_OPTS=()
+SCALE_SPECS=()
+case " ${BENCH_ARGS:-} " in
+*" --no-qemu "*) SCALE_OPTS+=(--no-qemu) ;;
+esac
 FASTSERVER=$BUILD/bench/fastserver
 TMP=$(mktemp -d /tmp/libqmp-bench.XXXXXX)
 SERVER_PID=
@@ -57,6 +74,13 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo "== Timing (machine: $(nproc) CPUs, ${CPU_MODEL:-unknown CPU}, Linux $(uname -r))"
 # shellcheck disable=SC2086
 "$BENCH" --server "$SOCK" ${BENCH_ARGS:-}
+
+if [ "$RUN_SCALE" = 1 ]; then
+    echo
+    echo "== Scale (bench/scale: the non-blocking client)"
+    # shellcheck disable=SC2086
+    "$SCALE" "${SCALE_OPTS[@]}" ${SCALE_ARGS:-}
+fi
 
 if [ "${BENCH_NO_CALLGRIND:-0}" = 1 ]; then
     exit 0
@@ -137,9 +161,59 @@ done
 echo >&2
 cat "$SUMMARY"
 
+# The scale measurements: bench/scale --only NAME -n N, which starts its
+# own (native) fast server.  "many" runs N calls on each of a thousand
+# connections, so its N2 - N1 is a thousand times the difference of N.
+if [ "$RUN_SCALE" = 1 ]; then
+    # count_scale NAME N: like count, for bench/scale.
+    count_scale() {
+        local out=$TMP/cg.$1.$2
+        valgrind --tool=callgrind --callgrind-out-file="$out" \
+            "$SCALE" --only "$1" -n "$2" --quiet >"$TMP/cg.log" 2>&1 || {
+            cat "$TMP/cg.log" >&2
+            echo "run.sh: callgrind run of scale $1 failed" >&2
+            exit 1
+        }
+        total_ir "$out"
+    }
+    # Measurement, N1, N2, operations per unit of N, label.
+    SCALE_SPECS=(
+        "raw8       20000 40000    1 raw floor pipelined, 8 in flight (no JSON)"
+        "pipe8      20000 40000    1 execute_async, max_in_flight 8, qmp_loop"
+        "pipe8-own  20000 40000    1 execute_async, max_in_flight 8, own epoll loop"
+        "raw64      20000 40000    1 raw floor pipelined, 64 in flight (no JSON)"
+        "pipe64     20000 40000    1 execute_async, max_in_flight 64, qmp_loop"
+        "pipe64-own 20000 40000    1 execute_async, max_in_flight 64, own epoll loop"
+        "many           8    16 1000 1000 connections, per call (1 event per call)"
+    )
+    echo
+    echo "== Scale: client instructions per command (callgrind, (I(N2) - I(N1)) / (N2 - N1))"
+    {
+        printf '| %-52s | %6s | %6s | %12s |\n' "measurement" "N1" "N2" "instr/cmd"
+        printf '| %-52s | %6s | %6s | %12s |\n' "---" "--:" "--:" "--:"
+    } >"$SUMMARY"
+    for spec in "${SCALE_SPECS[@]}"; do
+        read -r name n1 n2 per label <<<"$spec"
+        i1=$(count_scale "$name" "$n1")
+        i2=$(count_scale "$name" "$n2")
+        res=$(awk -v a="$i1" -v b="$i2" -v n1="$n1" -v n2="$n2" -v k="$per" \
+            'BEGIN { printf "%.0f", (b - a) / ((n2 - n1) * k) }')
+        printf '| %-52s | %6s | %6s | %12s |\n' "$label" "$((n1 * per))" "$((n2 * per))" \
+            "$res" >>"$SUMMARY"
+        printf '.' >&2
+    done
+    echo >&2
+    cat "$SUMMARY"
+fi
+
 if [ "$TOP" -gt 0 ] && command -v callgrind_annotate >/dev/null; then
-    for name in rt-client ev-client ev-client-decode schema-client; do
-        n2=$(printf '%s\n' "${SPECS[@]}" | awk -v n="$name" '$1 == n { print $3 }')
+    TOP_NAMES="rt-client ev-client ev-client-decode schema-client"
+    if [ "$RUN_SCALE" = 1 ]; then
+        TOP_NAMES="$TOP_NAMES pipe8 many"
+    fi
+    for name in $TOP_NAMES; do
+        n2=$(printf '%s\n' "${SPECS[@]}" "${SCALE_SPECS[@]}" |
+            awk -v n="$name" '$1 == n { print $3 }')
         echo
         echo "== Top $TOP functions by own instructions: $name, N=$n2 (start-up included)"
         # awk reads everything (no early exit, so no SIGPIPE under pipefail).

@@ -8,6 +8,8 @@ what=${1:-test}
 
 # Build and run: compiler, build system, JSON library, QEMU for the demo.
 pkgs="gcc libc6-dev make meson ninja-build pkg-config libjson-c-dev qemu-system-x86"
+# The event-loop adapters' examples and tests (the library links none).
+pkgs="$pkgs libglib2.0-dev libuv1-dev libevent-dev"
 if [ "$what" = test ]; then
     # Tests: valgrind memcheck, clang + its runtime for the libFuzzer build,
     # gcc's sanitizer runtimes come with gcc.

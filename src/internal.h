@@ -122,10 +122,17 @@ qmp_event *qmp__event_new(const char *text, size_t len, const char *name, size_t
                           int64_t seconds, int64_t microseconds, size_t data_off, size_t data_len,
                           unsigned max_depth);
 
+/* A private copy of ev (same bytes, data not yet decoded); NULL on out of
+ * memory. */
+qmp_event *qmp__event_dup(const qmp_event *ev);
+
 /* Greeting lifecycle (owned by a session). */
 int qmp__greeting_new(qmp_greeting **ret, const char *text, size_t len, unsigned max_depth,
                       qmp_error *err);
 void qmp__greeting_free(qmp_greeting *g);
+
+/* Commands held back by the session's in-flight limit (not yet output). */
+size_t qmp__session_queued_count(const qmp_session *s);
 
 /* The reply passed to callbacks lives on the dispatcher's stack. */
 struct qmp_reply {

@@ -181,16 +181,25 @@ qmp_event *qmp__event_new(const char *text, size_t len, const char *name, size_t
     return ev;
 }
 
+qmp_event *qmp__event_dup(const qmp_event *ev)
+{
+    return qmp__event_new(ev->text, ev->len, ev->name, strlen(ev->name), ev->seconds,
+                          ev->microseconds, ev->data_off, ev->data_len, ev->max_depth);
+}
+
+/* Reference counts are atomic so that events handed to several threads
+ * (a thread-safe client's waiters and subscriptions) may be dropped
+ * anywhere; the lazily decoded data is not shared that way. */
 qmp_event *qmp_event_ref(qmp_event *ev)
 {
     if (ev != NULL)
-        ev->refs++;
+        __atomic_add_fetch(&ev->refs, 1, __ATOMIC_RELAXED);
     return ev;
 }
 
 qmp_event *qmp_event_unref(qmp_event *ev)
 {
-    if (ev == NULL || --ev->refs > 0)
+    if (ev == NULL || __atomic_sub_fetch(&ev->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return NULL;
     json_object_put(ev->data);
     free(ev);

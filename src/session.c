@@ -16,17 +16,37 @@
 #define ID_PREFIX "libqmp:"
 #define ID_PREFIX_LEN (sizeof(ID_PREFIX) - 1)
 #define MAX_FDS 16
+/* Internal send flag: skip the in-flight backlog (qmp_capabilities after
+ * a monitor reset must reach QEMU before anything else). */
+#define SEND_URGENT 0x100u
 #define MIN_MESSAGE_SIZE 256
 /* json-c string lengths are ints; keep every message well inside that. */
 #define MAX_MESSAGE_SIZE ((size_t)1 << 30)
 
 /* A command waiting for its reply, keyed by tag in an open-addressing
  * table (tag 0 marks a free slot). */
+typedef enum pending_state {
+    PENDING_QUEUED = 0, /* waiting in the backlog, not sent */
+    PENDING_SENT,       /* in the output or sent, awaiting the reply */
+    PENDING_GHOST       /* sent, then cancelled: its reply is dropped */
+} pending_state;
+
 typedef struct pending {
     uint64_t tag;
     qmp_reply_fn cb;
     void *userdata;
+    uint8_t state;   /* pending_state */
+    bool in_band;    /* counts against max_in_flight while sent */
 } pending;
+
+/* A command held back by the in-flight limit, already serialised. */
+typedef struct queued {
+    uint64_t tag;
+    char *bytes; /* without the final newline */
+    size_t len;
+    size_t n_fds;
+    int fds[MAX_FDS];
+} queued;
 
 /* A raw request with the caller's own id. */
 typedef struct raw_pending {
@@ -35,6 +55,8 @@ typedef struct raw_pending {
     bool has_id;
     qmp_reply_fn cb;
     void *userdata;
+    uint8_t state; /* pending_state */
+    bool in_band;  /* "execute" (not "exec-oob"): counts while sent */
 } raw_pending;
 
 /* Descriptors that travel with the output starting at stream offset off. */
@@ -88,6 +110,13 @@ struct qmp_session {
     size_t cap_atts;
 
     /* Pending commands. */
+    unsigned max_in_flight; /* 0: no limit */
+    size_t in_flight;       /* in-band commands sent and not answered */
+    size_t n_ghosts;        /* cancelled after sending, reply awaited */
+    queued *backlog;        /* FIFO: backlog[backlog_head..backlog_len) */
+    size_t backlog_head;
+    size_t backlog_len;
+    size_t backlog_cap;
     uint64_t next_tag;
     pending *table;
     size_t table_cap; /* power of two */
@@ -124,8 +153,12 @@ qmp_session *qmp_session_ref(qmp_session *s)
     return s;
 }
 
+static void backlog_clear(qmp_session *s);
+static void promote(qmp_session *s);
+
 static void session_free(qmp_session *s)
 {
+    backlog_clear(s);
     qmp__greeting_free(s->greeting);
     qmp__buf_free(&s->in);
     qmp__buf_free(&s->out);
@@ -162,6 +195,15 @@ int qmp_session_set_max_message_size(qmp_session *s, size_t bytes)
     if (s == NULL || bytes < MIN_MESSAGE_SIZE || bytes > MAX_MESSAGE_SIZE)
         return -EINVAL;
     s->max_message_size = bytes;
+    return 0;
+}
+
+int qmp_session_set_max_in_flight(qmp_session *s, unsigned n)
+{
+    if (s == NULL || n > 65536)
+        return -EINVAL;
+    s->max_in_flight = n;
+    promote(s);
     return 0;
 }
 
@@ -243,7 +285,17 @@ int qmp_session_oob_enabled(const qmp_session *s)
 
 size_t qmp_session_pending_count(const qmp_session *s)
 {
-    return s ? s->table_count + s->n_raws : 0;
+    return s ? s->table_count - s->n_ghosts + s->n_raws : 0;
+}
+
+size_t qmp__session_queued_count(const qmp_session *s)
+{
+    return s ? s->backlog_len - s->backlog_head : 0;
+}
+
+size_t qmp_session_in_flight_count(const qmp_session *s)
+{
+    return s ? s->in_flight : 0;
 }
 
 static void set_state(qmp_session *s, qmp_session_state state)
@@ -272,13 +324,13 @@ static pending *table_find(qmp_session *s, uint64_t tag)
     }
 }
 
-static int table_insert(qmp_session *s, uint64_t tag, qmp_reply_fn cb, void *userdata)
+static pending *table_insert(qmp_session *s, uint64_t tag, qmp_reply_fn cb, void *userdata)
 {
     if ((s->table_count + 1) * 2 > s->table_cap) {
         size_t cap = s->table_cap ? s->table_cap * 2 : 8;
         pending *t = calloc(cap, sizeof(*t));
         if (t == NULL)
-            return -ENOMEM;
+            return NULL;
         for (size_t i = 0; i < s->table_cap; i++) {
             if (s->table[i].tag == 0)
                 continue;
@@ -294,9 +346,10 @@ static int table_insert(qmp_session *s, uint64_t tag, qmp_reply_fn cb, void *use
     size_t i = slot_of(tag, s->table_cap);
     while (s->table[i].tag != 0)
         i = (i + 1) & (s->table_cap - 1);
-    s->table[i] = (pending){tag, cb, userdata};
+    /* Counted nowhere until the caller marks it sent. */
+    s->table[i] = (pending){tag, cb, userdata, PENDING_QUEUED, false};
     s->table_count++;
-    return 0;
+    return &s->table[i];
 }
 
 /* Removes the entry at p, shifting later entries of its probe chain back. */
@@ -304,6 +357,11 @@ static void table_remove(qmp_session *s, pending *p)
 {
     size_t mask = s->table_cap - 1;
     size_t i = (size_t)(p - s->table);
+
+    if (p->state != PENDING_QUEUED && p->in_band)
+        s->in_flight--;
+    if (p->state == PENDING_GHOST)
+        s->n_ghosts--;
 
     for (size_t j = (i + 1) & mask; s->table[j].tag != 0; j = (j + 1) & mask) {
         size_t home = slot_of(s->table[j].tag, s->table_cap);
@@ -318,6 +376,88 @@ static void table_remove(qmp_session *s, pending *p)
     s->table_count--;
 }
 
+/* ---------------------------------------------------------------- backlog */
+
+static void backlog_clear(qmp_session *s)
+{
+    for (size_t i = s->backlog_head; i < s->backlog_len; i++)
+        free(s->backlog[i].bytes);
+    free(s->backlog);
+    s->backlog = NULL;
+    s->backlog_head = s->backlog_len = s->backlog_cap = 0;
+}
+
+static int backlog_push(qmp_session *s, const queued *q)
+{
+    if (s->backlog_len == s->backlog_cap) {
+        /* Reuse the consumed front before growing. */
+        if (s->backlog_head > 0) {
+            memmove(s->backlog, s->backlog + s->backlog_head,
+                    (s->backlog_len - s->backlog_head) * sizeof(*q));
+            s->backlog_len -= s->backlog_head;
+            s->backlog_head = 0;
+        }
+        if (s->backlog_len == s->backlog_cap) {
+            size_t cap = s->backlog_cap ? s->backlog_cap * 2 : 8;
+            queued *n = realloc(s->backlog, cap * sizeof(*n));
+            if (n == NULL)
+                return -ENOMEM;
+            s->backlog = n;
+            s->backlog_cap = cap;
+        }
+    }
+    s->backlog[s->backlog_len++] = *q;
+    return 0;
+}
+
+static void backlog_remove(qmp_session *s, uint64_t tag)
+{
+    for (size_t i = s->backlog_head; i < s->backlog_len; i++) {
+        if (s->backlog[i].tag != tag)
+            continue;
+        free(s->backlog[i].bytes);
+        memmove(&s->backlog[i], &s->backlog[i + 1], (s->backlog_len - i - 1) * sizeof(queued));
+        s->backlog_len--;
+        break;
+    }
+    if (s->backlog_head == s->backlog_len)
+        s->backlog_head = s->backlog_len = 0;
+}
+
+static int out_commit(qmp_session *s, size_t mark, const int *fds, size_t n_fds);
+static void fail_session(qmp_session *s, const qmp_error *why);
+static raw_pending *raw_find_tag(qmp_session *s, uint64_t tag);
+
+/* Sends held-back commands while the in-flight limit allows. */
+static void promote(qmp_session *s)
+{
+    while (s->backlog_head < s->backlog_len &&
+           (s->max_in_flight == 0 || s->in_flight < s->max_in_flight) &&
+           s->state != QMP_SESSION_FAILED) {
+        queued *q = &s->backlog[s->backlog_head];
+        size_t mark = qmp__buf_used(&s->out);
+        if (qmp__buf_append(&s->out, q->bytes, q->len) < 0 ||
+            out_commit(s, mark, q->fds, q->n_fds) < 0) {
+            s->out.len = s->out.start + mark;
+            qmp_error why;
+            qmp__error_set(&why, -ENOMEM, QMP_ERR_NOMEM, "out of memory sending a command");
+            fail_session(s, &why);
+            return;
+        }
+        pending *p = table_find(s, q->tag);
+        raw_pending *rp = p == NULL ? raw_find_tag(s, q->tag) : NULL;
+        if (p != NULL)
+            p->state = PENDING_SENT;
+        else if (rp != NULL)
+            rp->state = PENDING_SENT;
+        s->in_flight++;
+        free(q->bytes);
+        s->backlog_head++;
+    }
+    if (s->backlog_head == s->backlog_len)
+        s->backlog_head = s->backlog_len = 0;
+}
+
 static raw_pending *raw_find_tag(qmp_session *s, uint64_t tag)
 {
     for (size_t i = 0; i < s->n_raws; i++) {
@@ -329,6 +469,10 @@ static raw_pending *raw_find_tag(qmp_session *s, uint64_t tag)
 
 static void raw_remove(qmp_session *s, raw_pending *r)
 {
+    if (r->state != PENDING_QUEUED && r->in_band)
+        s->in_flight--;
+    if (r->state == PENDING_GHOST)
+        s->n_ghosts--;
     json_object_put(r->id);
     size_t i = (size_t)(r - s->raws);
     memmove(&s->raws[i], &s->raws[i + 1], (s->n_raws - i - 1) * sizeof(*r));
@@ -380,6 +524,7 @@ static void fail_session(qmp_session *s, const qmp_error *why)
     set_state(s, QMP_SESSION_FAILED);
     fail_all_pending(s, &s->error);
     /* Nothing more will be sent. */
+    backlog_clear(s);
     qmp__buf_free(&s->out);
     s->n_atts = 0;
 }
@@ -576,7 +721,7 @@ static int send_internal(qmp_session *s, const char *command, json_object *argum
     if (arguments != NULL && !json_object_is_type(arguments, json_type_object))
         return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID,
                               "arguments of %s must be a JSON object", command);
-    if (flags & ~QMP_EXEC_OOB)
+    if (flags & ~(QMP_EXEC_OOB | SEND_URGENT))
         return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "unknown flags 0x%x", flags);
     if ((flags & QMP_EXEC_OOB) && !s->oob_enabled)
         return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID,
@@ -584,17 +729,44 @@ static int send_internal(qmp_session *s, const char *command, json_object *argum
     if ((r = check_fds(fds, n_fds, err)) < 0)
         return r;
 
-    size_t mark = out_mark(s);
-    r = build_command(&s->out, command, arguments, (flags & QMP_EXEC_OOB) != 0, tag, err);
-    if (r == 0)
-        r = table_insert(s, tag, cb, userdata);
-    if (r == 0) {
-        r = out_commit(s, mark, fds, n_fds);
+    bool oob = (flags & QMP_EXEC_OOB) != 0;
+    bool hold = !oob && !(flags & SEND_URGENT) && s->max_in_flight != 0 &&
+                (s->in_flight >= s->max_in_flight || s->backlog_head < s->backlog_len);
+    pending *p;
+    if (hold) {
+        /* Serialise now (the caller's arguments are borrowed), send later. */
+        qmp__buf b = {0};
+        queued q = {.tag = tag, .n_fds = n_fds};
+        r = build_command(&b, command, arguments, false, tag, err);
+        if (r == 0 && n_fds > 0)
+            memcpy(q.fds, fds, n_fds * sizeof(int));
+        q.bytes = b.data;
+        q.len = b.len;
+        if (r == 0 && (p = table_insert(s, tag, cb, userdata)) == NULL)
+            r = -ENOMEM;
+        else if (r == 0 && (r = backlog_push(s, &q)) < 0)
+            table_remove(s, p);
+        else if (r == 0)
+            p->in_band = true;
         if (r < 0)
-            table_remove(s, table_find(s, tag));
+            free(b.data);
+    } else {
+        size_t mark = out_mark(s);
+        r = build_command(&s->out, command, arguments, oob, tag, err);
+        if (r == 0 && (p = table_insert(s, tag, cb, userdata)) == NULL)
+            r = -ENOMEM;
+        else if (r == 0 && (r = out_commit(s, mark, fds, n_fds)) < 0)
+            table_remove(s, p);
+        else if (r == 0) {
+            p->state = PENDING_SENT;
+            p->in_band = !oob;
+            if (!oob)
+                s->in_flight++;
+        }
+        if (r < 0)
+            out_rollback(s, mark);
     }
     if (r < 0) {
-        out_rollback(s, mark);
         if (r == -ENOMEM)
             return qmp__error_set(err, -ENOMEM, QMP_ERR_NOMEM, "out of memory queueing %s",
                                   command);
@@ -612,6 +784,8 @@ int qmp_session_send_command(qmp_session *s, const char *command, json_object *a
 {
     if (s == NULL)
         return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "NULL session");
+    if (flags & ~QMP_EXEC_OOB)
+        return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "unknown flags 0x%x", flags);
     int r = check_sendable(s, err);
     if (r < 0)
         return r;
@@ -659,17 +833,43 @@ int qmp_session_send_raw(qmp_session *s, json_object *message, const int *fds, s
         s->cap_raws = cap;
     }
 
-    size_t mark = out_mark(s);
-    r = qmp__json_write(&s->out, message, err);
-    if (r == 0 && (r = out_commit(s, mark, fds, n_fds)) == -ENOMEM)
-        r = qmp__error_set(err, -ENOMEM, QMP_ERR_NOMEM, "out of memory");
-    if (r < 0) {
-        out_rollback(s, mark);
-        return r;
+    /* A raw "execute" occupies QEMU's queue like any in-band command. */
+    json_object *unused;
+    bool in_band = json_object_object_get_ex(message, "execute", &unused);
+    bool hold = in_band && s->max_in_flight != 0 &&
+                (s->in_flight >= s->max_in_flight || s->backlog_head < s->backlog_len);
+    uint64_t tag = s->next_tag;
+    if (hold) {
+        qmp__buf b = {0};
+        queued q = {.tag = tag, .n_fds = n_fds};
+        r = qmp__json_write(&b, message, err);
+        if (r == 0 && n_fds > 0)
+            memcpy(q.fds, fds, n_fds * sizeof(int));
+        q.bytes = b.data;
+        q.len = b.len;
+        if (r == 0 && backlog_push(s, &q) < 0)
+            r = qmp__error_set(err, -ENOMEM, QMP_ERR_NOMEM, "out of memory");
+        if (r < 0) {
+            free(b.data);
+            return r;
+        }
+    } else {
+        size_t mark = out_mark(s);
+        r = qmp__json_write(&s->out, message, err);
+        if (r == 0 && (r = out_commit(s, mark, fds, n_fds)) == -ENOMEM)
+            r = qmp__error_set(err, -ENOMEM, QMP_ERR_NOMEM, "out of memory");
+        if (r < 0) {
+            out_rollback(s, mark);
+            return r;
+        }
+        if (in_band)
+            s->in_flight++;
     }
-    uint64_t tag = s->next_tag++;
-    s->raws[s->n_raws++] =
-        (raw_pending){tag, has_id ? json_object_get(id) : NULL, has_id, cb, userdata};
+    s->next_tag++;
+    s->raws[s->n_raws++] = (raw_pending){tag,     has_id ? json_object_get(id) : NULL,
+                                         has_id,  cb,
+                                         userdata, hold ? PENDING_QUEUED : PENDING_SENT,
+                                         in_band};
     if (ret_tag)
         *ret_tag = tag;
     return 0;
@@ -688,17 +888,38 @@ int qmp_session_cancel(qmp_session *s, uint64_t tag, const qmp_error *why)
         why = &def;
     }
     pending *p = table_find(s, tag);
-    if (p != NULL && tag != s->negotiation_tag) {
+    if (p != NULL && tag != s->negotiation_tag && p->state != PENDING_GHOST) {
         cb = p->cb;
         userdata = p->userdata;
-        table_remove(s, p);
+        if (p->state == PENDING_QUEUED) {
+            /* Never sent: QEMU will not see it. */
+            backlog_remove(s, tag);
+            table_remove(s, p);
+        } else {
+            /* Sent: QEMU may still answer.  The entry stays, as a ghost,
+             * so the reply is dropped quietly and, while QEMU holds the
+             * command, it still counts against the in-flight limit. */
+            p->state = PENDING_GHOST;
+            p->cb = NULL;
+            p->userdata = NULL;
+            s->n_ghosts++;
+        }
     } else {
         raw_pending *r = raw_find_tag(s, tag);
-        if (r == NULL)
+        if (r == NULL || r->state == PENDING_GHOST)
             return -ENOENT;
         cb = r->cb;
         userdata = r->userdata;
-        raw_remove(s, r);
+        if (r->state == PENDING_QUEUED) {
+            backlog_remove(s, tag);
+            raw_remove(s, r);
+        } else {
+            /* As for commands: its reply is still expected, and dropped. */
+            r->state = PENDING_GHOST;
+            r->cb = NULL;
+            r->userdata = NULL;
+            s->n_ghosts++;
+        }
     }
     qmp_session_ref(s);
     deliver_failure(s, tag, cb, userdata, why);
@@ -897,7 +1118,8 @@ static int send_capabilities(qmp_session *s, qmp_reply_fn cb, uint64_t *ret_tag,
     json_object *args = NULL;
     if (s->oob_enabled && qmp_json_build(&args, err, "{'enable': ['oob']}") < 0)
         return err ? err->code : -ENOMEM;
-    int r = send_internal(s, "qmp_capabilities", args, 0, NULL, 0, cb, NULL, ret_tag, err);
+    int r = send_internal(s, "qmp_capabilities", args, SEND_URGENT, NULL, 0, cb, NULL, ret_tag,
+                          err);
     json_object_put(args);
     return r;
 }
@@ -1010,7 +1232,7 @@ static void handle_reply(qmp_session *s, const char *msg, size_t len, span ret, 
          * (malformed input), or when the request had none. */
         raw_pending *idless = NULL;
         for (size_t i = 0; i < s->n_raws; i++) {
-            if (!s->raws[i].has_id)
+            if (!s->raws[i].has_id && s->raws[i].state != PENDING_QUEUED)
                 idless = &s->raws[i];
         }
         if (idless == NULL) {
@@ -1025,9 +1247,19 @@ static void handle_reply(qmp_session *s, const char *msg, size_t len, span ret, 
         cb = idless->cb;
         userdata = idless->userdata;
         raw_remove(s, idless);
+        promote(s);
+        if (cb == NULL)
+            return; /* a cancelled request's late reply */
     } else if ((tag = library_tag(id)) != 0) {
         pending *p = table_find(s, tag);
-        if (p == NULL) {
+        if (p != NULL && p->state == PENDING_GHOST) {
+            qmp__log(&s->log, QMP_LOG_DEBUG, "dropped the late reply to cancelled command %.*s",
+                     (int)(id.end - id.p > 80 ? 80 : id.end - id.p), id.p);
+            table_remove(s, p);
+            promote(s);
+            return;
+        }
+        if (p == NULL || p->state == PENDING_QUEUED) {
             qmp__log(&s->log, QMP_LOG_WARNING,
                      "dropped reply with unknown id %.*s (late reply to a cancelled or timed-out "
                      "command?)",
@@ -1037,6 +1269,7 @@ static void handle_reply(qmp_session *s, const char *msg, size_t len, span ret, 
         cb = p->cb;
         userdata = p->userdata;
         table_remove(s, p);
+        promote(s);
     } else {
         json_object *idv = NULL;
         raw_pending *match = NULL;
@@ -1045,7 +1278,8 @@ static void handle_reply(qmp_session *s, const char *msg, size_t len, span ret, 
             return;
         }
         for (size_t i = 0; i < s->n_raws && match == NULL; i++) {
-            if (s->raws[i].has_id && json_object_equal(s->raws[i].id, idv))
+            if (s->raws[i].has_id && s->raws[i].state != PENDING_QUEUED &&
+                json_object_equal(s->raws[i].id, idv))
                 match = &s->raws[i];
         }
         json_object_put(idv);
@@ -1058,6 +1292,9 @@ static void handle_reply(qmp_session *s, const char *msg, size_t len, span ret, 
         cb = match->cb;
         userdata = match->userdata;
         raw_remove(s, match);
+        promote(s);
+        if (cb == NULL)
+            return; /* a cancelled request's late reply */
     }
 
     qmp_reply r = {.tag = tag, .text = msg, .text_len = len, .max_depth = s->max_depth};
@@ -1320,7 +1557,7 @@ int qmp_session_feed_eof(qmp_session *s, qmp_error *err)
         return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "NULL session");
     if (s->state != QMP_SESSION_FAILED) {
         size_t partial = qmp__buf_used(&s->in);
-        size_t n = s->table_count + s->n_raws;
+        size_t n = qmp_session_pending_count(s);
         qmp_session_ref(s);
         if (partial > 0 && s->mode == FRAME_VALUE)
             fail_with(s, -ECONNRESET, QMP_ERR_DISCONNECTED,

@@ -311,7 +311,7 @@ static int connect_with_deadline(int fd, const struct sockaddr *sa, socklen_t sa
     /* After EINTR the connection attempt goes on asynchronously, as with
      * EINPROGRESS. */
     if (errno == EINPROGRESS || errno == EINTR)
-        return wait_connected(fd, deadline);
+        return deadline == QMP__DEADLINE_ASYNC ? -EINPROGRESS : wait_connected(fd, deadline);
     return -errno;
 }
 
@@ -331,9 +331,9 @@ static int connect_unix(const qmp__address *a, int64_t deadline, int timeout_ms,
                               "cannot create a socket for %s: %s", a->desc,
                               qmp__strerror(errno, eb, sizeof(eb)));
     int r = connect_with_deadline(fd, (const struct sockaddr *)&sun, sizeof(sun), deadline);
-    if (r == 0) {
+    if (r == 0 || r == -EINPROGRESS) {
         *ret_fd = fd;
-        return 0;
+        return r == 0 ? 0 : 1;
     }
     close(fd);
     if (r == -ETIMEDOUT)
@@ -383,11 +383,14 @@ static int connect_tcp(const qmp__address *a, int64_t deadline, int timeout_ms,
             continue;
         }
         int r = connect_with_deadline(fd, ai->ai_addr, ai->ai_addrlen, deadline);
-        if (r == 0) {
+        if (r == 0 || r == -EINPROGRESS) {
+            /* In progress (asynchronous connects only): the caller checks
+             * the outcome when the socket turns writable; later addresses
+             * are not tried then. */
             freeaddrinfo(res);
             set_nodelay(fd);
             *ret_fd = fd;
-            return 0;
+            return r == 0 ? 0 : 1;
         }
         close(fd);
         if (r == -ETIMEDOUT) {
@@ -408,6 +411,15 @@ static int connect_tcp(const qmp__address *a, int64_t deadline, int timeout_ms,
     freeaddrinfo(res);
     return qmp__error_set(err, last, errno_category(-last), "cannot connect to %s: %s", a->desc,
                           qmp__strerror(-last, eb, sizeof(eb)));
+}
+
+int qmp__socket_connect_result(int fd)
+{
+    int soerr = 0;
+    socklen_t len = sizeof(soerr);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+        return -errno;
+    return -soerr;
 }
 
 int qmp__socket_adopt(int fd, const char *desc, bool *ret_is_unix, qmp_error *err)

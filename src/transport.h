@@ -26,6 +26,9 @@
  */
 #define QMP__NO_DEADLINE INT64_MAX
 
+/* For qmp__socket_connect(): do not wait for a connect in progress. */
+#define QMP__DEADLINE_ASYNC INT64_MIN
+
 int64_t qmp__now_ns(void);
 
 /* Deadline timeout_ms from now; QMP_TIMEOUT_INFINITE (or any negative
@@ -74,9 +77,15 @@ void qmp__address_clear(qmp__address *a);
  * descriptors.  For QMP__ADDR_FD the descriptor is adopted (see
  * qmp__socket_adopt()).  Errors name a->desc: QMP_ERR_CONNECT with the
  * errno of the failing call, -ETIMEDOUT (QMP_ERR_TIMEOUT), -ENOMEM.
+ * With deadline QMP__DEADLINE_ASYNC it does not wait: it returns 1 with
+ * *ret_fd set when the connect is still in progress (check it with
+ * qmp__socket_connect_result() once the socket is writable).
  */
 int qmp__socket_connect(const qmp__address *a, int64_t deadline, int timeout_ms,
                         const qmp__logger *lg, int *ret_fd, bool *ret_is_unix, qmp_error *err);
+
+/* The outcome of a non-blocking connect on fd: 0 or a negative errno. */
+int qmp__socket_connect_result(int fd);
 
 /*
  * Checks that fd is a stream socket and makes it non-blocking and

@@ -29,7 +29,8 @@
  * Threading: a qmp_client may be used by one thread at a time; distinct
  * clients may be used in parallel.  libqmp has no global mutable state and
  * starts no threads.  A client used in a child after fork() fails its
- * calls with -ECHILD.
+ * calls with -ECHILD.  qmp_client_set_thread_safe() lets several threads
+ * share one connection, each blocking call getting its own reply.
  */
 #ifndef QMP_CLIENT_H
 #define QMP_CLIENT_H
@@ -51,6 +52,7 @@ typedef struct qmp_client qmp_client;
 #define QMP_CLIENT_DEFAULT_TIMEOUT_MS 30000         /* per call */
 #define QMP_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS 10000 /* connect + greeting + negotiation */
 #define QMP_CLIENT_DEFAULT_EVENT_QUEUE_MAX 1024     /* events kept */
+#define QMP_CLIENT_DEFAULT_MAX_IN_FLIGHT 8          /* commands sent, unanswered */
 
 /*
  * Creates an unconnected client.  *ret is a new reference.
@@ -228,6 +230,191 @@ QMP_EXPORT uint64_t qmp_client_events_lost(const qmp_client *c);
 
 /* Resets the lost counter; returns its previous value. */
 QMP_EXPORT uint64_t qmp_client_reset_events_lost(qmp_client *c);
+
+/*
+ * Lets several threads use this client at the same time (call once,
+ * before connecting; it cannot be turned off).  Then these may be called
+ * concurrently from any thread: qmp_client_execute(),
+ * qmp_client_execute_full(), qmp_client_command(), qmp_client_send_raw(),
+ * qmp_client_next_event(), qmp_client_wait_event(),
+ * qmp_client_events_queued(), qmp_client_events_lost(),
+ * qmp_client_execute_async(), qmp_client_cancel(),
+ * qmp_client_subscribe(), qmp_client_unsubscribe() and
+ * qmp_client_process().  Each blocking call gets its own reply; one
+ * waiting thread at a time reads the socket for all of them.  An event
+ * goes to every thread waiting in qmp_client_wait_event() whose name and
+ * match it fits (each gets its own reference), to every matching
+ * subscription (callbacks run on the thread that read it), and to the
+ * queue if none of them took it.  Connecting, closing, settings and unref
+ * must not run concurrently with anything else.
+ *
+ * Returns 0; -EBUSY (already connected or connecting, or an attempt to
+ * turn it off); -EINVAL; or the errno of eventfd() / pthread init.
+ */
+QMP_EXPORT int qmp_client_set_thread_safe(qmp_client *c, int enable);
+
+/* ------------------------------------------------------------ non-blocking */
+
+/*
+ * The same client, driven by the caller's event loop (the way sd-bus is):
+ *
+ *   qmp_client_connect_async(c, address, &err);
+ *   for (;;) {
+ *       struct pollfd p = {qmp_client_get_fd(c), qmp_client_get_events(c)};
+ *       poll(&p, 1, qmp_client_get_timeout_ms(c));
+ *       qmp_client_process(c, &err);
+ *   }
+ *
+ * Header-only adapters in <qmp/adapters/glib.h>, <qmp/adapters/libuv.h>
+ * and <qmp/adapters/libevent.h> do this for GLib, libuv and libevent;
+ * <qmp/loop.h> is a small loop for programs that have none.
+ *
+ * Commands run with qmp_client_execute_async(); any number may be
+ * started.  The client sends at most qmp_client_set_max_in_flight() of
+ * them at a time (default 8) and queues the rest itself: QEMU queues at
+ * most 8 in-band commands per monitor and then stops reading, which would
+ * leave an exec-oob stuck behind them.  Out-of-band commands skip the
+ * client's queue.
+ *
+ * Each call's callback runs exactly once: with the reply, QEMU's error
+ * reply (-EREMOTEIO), its timeout (-ETIMEDOUT), cancellation (-ECANCELED)
+ * or the connection's failure.  Callbacks run inside qmp_client_process(),
+ * inside blocking calls (which process the connection too),
+ * qmp_client_cancel(), qmp_client_close() and the last
+ * qmp_client_unref(); never inside qmp_client_execute_async() itself.  A
+ * callback may start calls, cancel, subscribe, unsubscribe and close, but
+ * must not make blocking calls (they fail with -EBUSY there).
+ *
+ * Events go to the subscriptions whose name matches (qmp_client_subscribe());
+ * an event that no subscription took is queued for qmp_client_next_event()
+ * and qmp_client_wait_event() as before.  Programs that only subscribe can
+ * set the queue maximum low; the lost counter tells what was dropped.
+ */
+
+/* Called once per asynchronous call with its outcome; reply is borrowed
+ * for the duration of the callback (see qmp_reply). */
+typedef void (*qmp_call_fn)(qmp_client *c, qmp_reply *reply, void *userdata);
+
+/* Called for each event a subscription takes; ev is borrowed
+ * (qmp_event_ref() to keep it). */
+typedef void (*qmp_client_event_fn)(qmp_client *c, qmp_event *ev, void *userdata);
+
+/* Called once when an asynchronous connect ends: status 0 (connected and
+ * negotiated) or a negative errno with err describing it (as
+ * qmp_client_connect() would return). */
+typedef void (*qmp_client_connect_fn)(qmp_client *c, int status, const qmp_error *err,
+                                      void *userdata);
+
+/* Called once when an established connection breaks (EOF, socket error,
+ * protocol error), after every pending call's callback ran with err.
+ * Not called for qmp_client_close() or unref. */
+typedef void (*qmp_client_disconnect_fn)(qmp_client *c, const qmp_error *err, void *userdata);
+
+/* Called when the descriptor, qmp_client_get_events() or the next timeout
+ * may have changed (a call was started, the client connected or closed,
+ * the connection broke), so a loop integration can update its watches.
+ * It may also run inside qmp_client_process() and blocking calls, when
+ * the socket closes there.  Must not call into the client except for
+ * the get_* functions. */
+typedef void (*qmp_client_watch_fn)(qmp_client *c, void *userdata);
+
+/* Sets the callbacks; fn NULL removes one. */
+QMP_EXPORT void qmp_client_set_connect_callback(qmp_client *c, qmp_client_connect_fn fn,
+                                                void *userdata);
+QMP_EXPORT void qmp_client_set_disconnect_callback(qmp_client *c, qmp_client_disconnect_fn fn,
+                                                   void *userdata);
+QMP_EXPORT void qmp_client_set_watch_callback(qmp_client *c, qmp_client_watch_fn fn,
+                                              void *userdata);
+
+/*
+ * Starts connecting to address and returns without waiting; greeting and
+ * negotiation then happen in qmp_client_process(), and the connect
+ * callback reports the outcome, within the connect timeout.  A host name
+ * (not a numeric address) is resolved with getaddrinfo(), which blocks.
+ *
+ * Returns 0 (the connect callback will run), or an error found at once
+ * (bad address, socket or connect failure, as qmp_client_connect(); the
+ * callback will not run).
+ */
+QMP_EXPORT int qmp_client_connect_async(qmp_client *c, const char *address, qmp_error *err);
+
+/* As qmp_client_connect_async() over an already-connected socket (taken
+ * over as by qmp_client_connect_fd()). */
+QMP_EXPORT int qmp_client_connect_fd_async(qmp_client *c, int fd, qmp_error *err);
+
+/* Poll events the client waits for now: POLLIN while connected, plus
+ * POLLOUT while output is pending or a connect is in progress; 0 when
+ * there is no socket. */
+QMP_EXPORT int qmp_client_get_events(const qmp_client *c);
+
+/* The next deadline (a call's timeout or the connect timeout) as an
+ * absolute CLOCK_MONOTONIC time in microseconds, UINT64_MAX when there is
+ * none.  Returns 0, or -EINVAL (c or ret_usec NULL). */
+QMP_EXPORT int qmp_client_get_timeout(const qmp_client *c, uint64_t *ret_usec);
+
+/* The same as a poll() timeout: milliseconds until the next deadline
+ * (rounded up), 0 when one has passed, -1 when there is none. */
+QMP_EXPORT int qmp_client_get_timeout_ms(const qmp_client *c);
+
+/*
+ * Does whatever can be done without blocking: completes a connect in
+ * progress, reads and routes what arrived (running callbacks), writes
+ * pending output, and ends calls whose deadline passed.
+ *
+ * Returns 1 when it did something, 0 when there was nothing to do, or a
+ * negative errno when the connection is (now or already) broken: the
+ * disconnect callback has then run once; later calls return the same
+ * error.  -ENOTCONN when not connected, -EBUSY from inside a callback.
+ */
+QMP_EXPORT int qmp_client_process(qmp_client *c, qmp_error *err);
+
+/*
+ * Starts a command and returns at once.
+ *
+ * command, arguments, flags, fds/n_fds: as qmp_client_execute_full()
+ * (arguments are serialised before return; fds are duplicated, so the
+ * caller may close its own at once).  timeout_ms: this call's deadline,
+ * QMP_TIMEOUT_DEFAULT (the client's default) or QMP_TIMEOUT_INFINITE.
+ * cb: runs exactly once with the outcome, never before this function
+ * returns; may be NULL.  ret_tag: optional, the call's tag for
+ * qmp_client_cancel().
+ *
+ * Returns 0, or at once (cb will not run): -ENOTCONN (not connected or
+ * not negotiated yet), the sticky error of a broken connection, -EINVAL,
+ * -EOPNOTSUPP (fds over TCP), -ENOMEM, -ECHILD.
+ */
+QMP_EXPORT int qmp_client_execute_async(qmp_client *c, const char *command,
+                                        json_object *arguments, unsigned flags, int timeout_ms,
+                                        const int *fds, size_t n_fds, qmp_call_fn cb,
+                                        void *userdata, uint64_t *ret_tag, qmp_error *err);
+
+/*
+ * Cancels an asynchronous call: its callback runs now with -ECANCELED
+ * (QMP_ERR_CANCELLED).  A call still queued in the client is never sent;
+ * one already sent may still run in QEMU, and its reply is dropped.
+ * Returns 0 or -ENOENT (no such pending call).
+ */
+QMP_EXPORT int qmp_client_cancel(qmp_client *c, uint64_t tag);
+
+/* At most n commands sent and not yet answered (1..1024, default 8;
+ * exec-oob commands are not counted and never wait).  Returns 0 or
+ * -EINVAL. */
+QMP_EXPORT int qmp_client_set_max_in_flight(qmp_client *c, unsigned n);
+
+/*
+ * Subscribes cb to events named name (NULL: every event).  May be done at
+ * any time, also before connecting, and should be done before starting
+ * the command whose event is awaited.  Subscriptions are called in the
+ * order they were made; an event taken by any subscription is not queued.
+ * ret_id: optional, for qmp_client_unsubscribe().
+ * Returns 0, -EINVAL, -ENOMEM.
+ */
+QMP_EXPORT int qmp_client_subscribe(qmp_client *c, const char *name, qmp_client_event_fn cb,
+                                    void *userdata, uint64_t *ret_id);
+
+/* Removes a subscription (safe inside its own callback).  Returns 0 or
+ * -ENOENT. */
+QMP_EXPORT int qmp_client_unsubscribe(qmp_client *c, uint64_t id);
 
 /* ---------------------------------------------------------------- listener */
 

@@ -47,9 +47,10 @@ QMP_EXPORT json_object *qmp_greeting_json(const qmp_greeting *g);
 /*
  * An event: {"event": NAME, "data"?: {...}, "timestamp": {"seconds",
  * "microseconds"}}.  Reference counted; callbacks receive a borrowed
- * event and may keep it with qmp_event_ref().  Immutable after creation
- * except for the lazily decoded data, so do not share one event between
- * threads without a lock.
+ * event and may keep it with qmp_event_ref().  References may be taken
+ * and dropped from any thread; the data is decoded lazily on first use,
+ * so calls to qmp_event_data() on one event from several threads need a
+ * lock (a thread-safe client gives each waiting thread its own event).
  */
 typedef struct qmp_event qmp_event;
 

@@ -7,7 +7,9 @@
  *   json.h     strict JSON decoding, JSON templates, matching
  *   message.h  greeting, events, replies
  *   session.h  sans-I/O protocol core (qmp_session)
- *   client.h   blocking client over a socket (qmp_client, qmp_listener)
+ *   client.h   client over a socket, blocking and non-blocking (qmp_client,
+ *              qmp_listener)
+ *   loop.h     a small event loop for non-blocking clients (qmp_loop)
  */
 #ifndef QMP_QMP_H
 #define QMP_QMP_H
@@ -17,5 +19,6 @@
 #include "message.h"
 #include "session.h"
 #include "client.h"
+#include "loop.h"
 
 #endif /* QMP_QMP_H */

@@ -86,6 +86,17 @@ QMP_EXPORT qmp_session *qmp_session_unref(qmp_session *s);
  */
 QMP_EXPORT int qmp_session_set_max_message_size(qmp_session *s, size_t bytes);
 
+/*
+ * Limits the in-band commands sent and not yet answered to n (0: no limit,
+ * the default).  Further commands wait, serialised, in the session and
+ * go out as replies come in; exec-oob commands never wait.  QEMU queues
+ * at most 8 in-band commands per monitor when oob is enabled, and stops
+ * reading beyond that, which would hold up an exec-oob.  A command
+ * cancelled after it was sent counts until QEMU answers it.  Returns 0 or
+ * -EINVAL (above 65536).
+ */
+QMP_EXPORT int qmp_session_set_max_in_flight(qmp_session *s, unsigned n);
+
 /* Caps JSON nesting depth of received messages (default
  * QMP_JSON_DEFAULT_MAX_DEPTH, 1024).  Returns 0 or -EINVAL (0 or above
  * 100000). */
@@ -203,8 +214,9 @@ QMP_EXPORT int qmp_session_send_raw(qmp_session *s, json_object *message, const 
 /*
  * Ends a pending command now: its callback runs at once with why (code
  * must be negative; NULL means -ECANCELED, QMP_ERR_CANCELLED), and its
- * reply, if it ever arrives, is dropped.  The command's bytes may already
- * have been sent; QEMU may still execute it.
+ * reply, if it ever arrives, is dropped.  A command still held back by
+ * the in-flight limit is never sent; one already sent may still run in
+ * QEMU.
  * Returns 0 or -ENOENT (no such pending tag).
  */
 QMP_EXPORT int qmp_session_cancel(qmp_session *s, uint64_t tag, const qmp_error *why);
@@ -223,9 +235,14 @@ QMP_EXPORT const qmp_greeting *qmp_session_get_greeting(const qmp_session *s);
 /* 1 when out-of-band execution was negotiated, else 0. */
 QMP_EXPORT int qmp_session_oob_enabled(const qmp_session *s);
 
-/* Number of commands sent and not yet answered (including
- * qmp_capabilities while negotiating). */
+/* Number of commands whose callback has not run yet: queued, sent and
+ * unanswered (including qmp_capabilities while negotiating). */
 QMP_EXPORT size_t qmp_session_pending_count(const qmp_session *s);
+
+/* Number of in-band commands sent and not yet answered, including
+ * cancelled ones QEMU has not answered (see
+ * qmp_session_set_max_in_flight()). */
+QMP_EXPORT size_t qmp_session_in_flight_count(const qmp_session *s);
 
 #ifdef __cplusplus
 }

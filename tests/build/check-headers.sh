@@ -76,11 +76,17 @@ for h in "$incdir"/qmp/*.h "$incdir"/qmp/adapters/*.h; do
         fi
         ;;
     esac
+    # The adapters include their loop's own headers, and <uv.h> needs POSIX
+    # declarations that strict C99 hides; libuv.h documents this.
+    posix=
+    case $rel in
+    qmp/adapters/*) posix=-D_POSIX_C_SOURCE=200809L ;;
+    esac
     printf '#include <%s>\n#include <%s>\nint qmp_header_test_dummy;\n' "$rel" "$rel" >"$tmp/t.c"
     cp "$tmp/t.c" "$tmp/t.cc"
 
     # shellcheck disable=SC2086
-    if $cc -std=c99 -pedantic -Werror -Wall -Wextra -Wstrict-prototypes \
+    if $cc -std=c99 $posix -pedantic -Werror -Wall -Wextra -Wstrict-prototypes \
         -I"$incdir" $jsonc_cflags $extra -c "$tmp/t.c" -o "$tmp/t.o" >"$tmp/out" 2>&1; then
         report 0 "$rel as C99"
     else

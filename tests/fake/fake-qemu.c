@@ -45,7 +45,8 @@ typedef enum step_kind {
     STEP_REPLY_ERROR,
     STEP_CLOSE,
     STEP_SHUT_WR,
-    STEP_HOLD
+    STEP_HOLD,
+    STEP_SERVE
 } step_kind;
 
 typedef struct step {
@@ -57,6 +58,8 @@ typedef struct step {
     int dribble_ms;
     bool cut;
     size_t cut_bytes;
+    fake_qemu_serve_fn serve_fn; /* SERVE */
+    void *serve_userdata;
 } step;
 
 typedef struct request {
@@ -117,6 +120,9 @@ struct fake_qemu {
     json_tokener *tok;
     int pending_fds[FAKE_MAX_FDS];
     size_t n_pending_fds;
+    char *out; /* what a serve function queued */
+    size_t out_len;
+    size_t out_cap;
 };
 
 /* ------------------------------------------------------------- helpers */
@@ -220,6 +226,9 @@ static const char *step_name(const fake_qemu *f, const step *st, char *buf, size
         break;
     case STEP_HOLD:
         snprintf(buf, size, "hold");
+        break;
+    case STEP_SERVE:
+        snprintf(buf, size, "serve");
         break;
     }
     return buf;
@@ -521,6 +530,23 @@ void fake_qemu_shutdown_write(fake_qemu *f)
 void fake_qemu_hold(fake_qemu *f)
 {
     add_step(f, STEP_HOLD);
+}
+
+void fake_qemu_serve(fake_qemu *f, fake_qemu_serve_fn fn, void *userdata)
+{
+    step *st = add_step(f, STEP_SERVE);
+    st->serve_fn = fn;
+    st->serve_userdata = userdata;
+}
+
+void fake_qemu_record_error(fake_qemu *f, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    record_error(f, "%s", buf);
 }
 
 /* ------------------------------------------------------------------ I/O */
@@ -841,6 +867,30 @@ static int run_expect(fake_qemu *f, const step *st)
     return 0;
 }
 
+/* The body of a reply, for reply_text(): "return": RETURN_JSON. */
+static char *return_body(const char *return_json)
+{
+    size_t n = strlen(return_json) + 16;
+    char *body = xmalloc(n);
+    snprintf(body, n, "\"return\": %s", return_json);
+    return body;
+}
+
+/* The body of an error reply: "error": {"class": ..., "desc": ...}. */
+static char *error_body(const char *klass, const char *desc)
+{
+    json_object *e = json_object_new_object();
+    json_object_object_add(e, "class", json_object_new_string(klass));
+    json_object_object_add(e, "desc", json_object_new_string(desc));
+    const char *es =
+        json_object_to_json_string_ext(e, JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
+    size_t n = strlen(es) + 16;
+    char *body = xmalloc(n);
+    snprintf(body, n, "\"error\": %s", es);
+    json_object_put(e);
+    return body;
+}
+
 static int run_reply(fake_qemu *f, const step *st)
 {
     request *rq = &f->reqs[st->req];
@@ -849,20 +899,10 @@ static int run_reply(fake_qemu *f, const step *st)
         record_error(f, "reply to request %d, which never arrived", st->req);
         return -EINVAL;
     }
-    if (st->kind == STEP_REPLY) {
-        body = xmalloc(st->len + 16);
-        snprintf(body, st->len + 16, "\"return\": %s", st->data);
-    } else {
-        json_object *e = json_object_new_object();
-        json_object_object_add(e, "class", json_object_new_string(st->data));
-        json_object_object_add(e, "desc", json_object_new_string(st->desc));
-        const char *es = json_object_to_json_string_ext(e, JSON_C_TO_STRING_SPACED |
-                                                               JSON_C_TO_STRING_NOSLASHESCAPE);
-        size_t n = strlen(es) + 16;
-        body = xmalloc(n);
-        snprintf(body, n, "\"error\": %s", es);
-        json_object_put(e);
-    }
+    if (st->kind == STEP_REPLY)
+        body = return_body(st->data);
+    else
+        body = error_body(st->data, st->desc);
     char *s = reply_text(rq->msg, body);
     free(body);
     int r = send_step(f, st, s, strlen(s));
@@ -893,6 +933,84 @@ static int run_hold(fake_qemu *f)
     return r;
 }
 
+/* Appends text to what the running serve function queued. */
+static void out_append(fake_qemu *f, const char *text)
+{
+    size_t n = strlen(text);
+    if (f->out_cap - f->out_len < n + 1) {
+        f->out_cap = (f->out_len + n + 1) * 2;
+        f->out = xrealloc(f->out, f->out_cap);
+    }
+    memcpy(f->out + f->out_len, text, n + 1);
+    f->out_len += n;
+}
+
+void fake_qemu_answer(fake_qemu *f, json_object *req_msg, const char *return_json)
+{
+    char *body = return_body(return_json);
+    char *s = reply_text(req_msg, body);
+    out_append(f, s);
+    free(s);
+    free(body);
+}
+
+void fake_qemu_answer_error(fake_qemu *f, json_object *req_msg, const char *klass, const char *desc)
+{
+    char *body = error_body(klass, desc);
+    char *s = reply_text(req_msg, body);
+    out_append(f, s);
+    free(s);
+    free(body);
+}
+
+void fake_qemu_emit(fake_qemu *f, const char *name, const char *data_json)
+{
+    char *s = event_text(f, name, data_json);
+    out_append(f, s);
+    free(s);
+}
+
+/* Hands requests to the step's serve function until it says done. */
+static int run_serve(fake_qemu *f, const step *st)
+{
+    for (;;) {
+        json_object *msg = NULL;
+        char *text = NULL;
+        long r = next_message(f, now_ms() + FAKE_QEMU_DEADLINE_MS, &msg, &text);
+        if (r == -ECANCELED)
+            return -ECANCELED;
+        if (r == 0) {
+            record_error(f, "client closed the connection while the fake was serving");
+            return -EPIPE;
+        }
+        if (r == -ETIMEDOUT) {
+            record_error(f, "no request within %d ms while the fake was serving",
+                         FAKE_QEMU_DEADLINE_MS);
+            return -ETIMEDOUT;
+        }
+        if (r < 0) {
+            if (r != -EPROTO)
+                record_error(f, "read failed while the fake was serving: %s", strerror((int)-r));
+            return (int)r;
+        }
+        free(text);
+        f->out_len = 0;
+        int done = st->serve_fn(f, msg, st->serve_userdata);
+        json_object_put(msg);
+        if (f->out_len > 0) {
+            int w = send_all(f, f->out, f->out_len, -1);
+            f->out_len = 0;
+            if (w != 0) {
+                if (w < 0)
+                    record_error(f, "write failed: %s", strerror(-w));
+                return w;
+            }
+        }
+        if (done == FAKE_QEMU_SERVE_DONE)
+            return 0;
+    }
+}
+
 static int run_step(fake_qemu *f, const step *st)
 {
     int r;
@@ -917,6 +1035,8 @@ static int run_step(fake_qemu *f, const step *st)
         return 0;
     case STEP_HOLD:
         return run_hold(f);
+    case STEP_SERVE:
+        return run_serve(f, st);
     default:
         abort();
     }
@@ -1006,7 +1126,8 @@ static void *fake_thread(void *arg)
         if (r == 0 || r == STEP_ENDED)
             f->steps_done = i + 1;
         else if (r == STEP_INTERRUPTED || r == -ECANCELED)
-            f->interrupted = f->steps[i].kind == STEP_EXPECT ? -1 : (long)i;
+            f->interrupted =
+                f->steps[i].kind == STEP_EXPECT || f->steps[i].kind == STEP_SERVE ? -1 : (long)i;
         else
             f->failed_step = (long)i;
         pthread_mutex_unlock(&f->lock);
@@ -1168,6 +1289,7 @@ void fake_qemu_free(fake_qemu *f)
     free(f->errors);
     free(f->greeting);
     free(f->in);
+    free(f->out);
     json_tokener_free(f->tok);
     pthread_mutex_destroy(&f->lock);
     pthread_cond_destroy(&f->cond);

@@ -139,6 +139,45 @@ void fake_qemu_shutdown_write(fake_qemu *f);
  * is not an error; steps after an unreleased hold count as unrun). */
 void fake_qemu_hold(fake_qemu *f);
 
+/* ------------------------------------------------------------- serving */
+
+/*
+ * For requests that come in no fixed order (several threads sharing one
+ * connection), a step can serve instead of expect: fake_qemu_serve() adds
+ * a step that reads requests one at a time, in arrival order, and hands
+ * each to fn on the fake's thread (request is borrowed; fn may keep it
+ * with json_object_get() to answer it from a later call).  fn answers
+ * with fake_qemu_answer(), fake_qemu_answer_error() and fake_qemu_emit();
+ * what one call of fn queues is written in one piece after it returns.
+ * fn returns FAKE_QEMU_SERVE_MORE to read the next request or
+ * FAKE_QEMU_SERVE_DONE to end the step (the script then goes on).  The
+ * client closing the connection while the step runs, and no request
+ * within FAKE_QEMU_DEADLINE_MS, are recorded errors; so is a serve step
+ * still running at teardown.
+ */
+#define FAKE_QEMU_SERVE_MORE 0
+#define FAKE_QEMU_SERVE_DONE 1
+
+typedef int (*fake_qemu_serve_fn)(fake_qemu *f, json_object *request, void *userdata);
+
+void fake_qemu_serve(fake_qemu *f, fake_qemu_serve_fn fn, void *userdata);
+
+/* From a serve function only: queues {"return": RETURN_JSON, "id": ID}
+ * for request (no "id" when it had none). */
+void fake_qemu_answer(fake_qemu *f, json_object *request, const char *return_json);
+
+/* From a serve function only: queues an error reply to request. */
+void fake_qemu_answer_error(fake_qemu *f, json_object *request, const char *klass,
+                            const char *desc);
+
+/* From a serve function only: queues an event, as fake_qemu_event(). */
+void fake_qemu_emit(fake_qemu *f, const char *name, const char *data_json);
+
+/* Records an error (printf-like), reported by fake_qemu_finish(); may be
+ * called from any thread, a serve function included. */
+void fake_qemu_record_error(fake_qemu *f, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* -------------------------------------------------------------- control */
 
 /* Starts the fake's thread.  Returns 0 or a negative errno. */
