@@ -985,6 +985,7 @@ void qmp_client_close(qmp_client *c)
     c->open = false;
     c->was_open = false;
     c->failed = false;
+    bool was_connecting = c->connecting;
     client_end_connecting(c);
     /* Calls still pending end now, with their callbacks, and nothing more
      * is routed (a callback may close while the rest of a read waits to
@@ -996,6 +997,15 @@ void qmp_client_close(qmp_client *c)
                        "the connection to %s was closed by the caller", c->desc);
         c->in_callback++;
         qmp_session_abort(c->session, &why);
+        c->in_callback--;
+    }
+    /* An asynchronous connect in progress ends too, and says so. */
+    if (was_connecting && c->connect_fn != NULL) {
+        qmp_error why;
+        qmp__error_set(&why, -ECANCELED, QMP_ERR_CANCELLED,
+                       "the connect to %s was cancelled by the caller", c->desc);
+        c->in_callback++;
+        c->connect_fn(c, why.code, &why, c->connect_userdata);
         c->in_callback--;
     }
 }

@@ -332,9 +332,10 @@ QMP_EXPORT void qmp_client_set_watch_callback(qmp_client *c, qmp_client_watch_fn
  * callback reports the outcome, within the connect timeout.  A host name
  * (not a numeric address) is resolved with getaddrinfo(), which blocks.
  *
- * Returns 0 (the connect callback will run), or an error found at once
- * (bad address, socket or connect failure, as qmp_client_connect(); the
- * callback will not run).
+ * Returns 0 (the connect callback will run once: with the outcome, or
+ * with -ECANCELED if the client is closed, reconnected or freed first),
+ * or an error found at once (bad address, socket or connect failure, as
+ * qmp_client_connect(); the callback will not run).
  */
 QMP_EXPORT int qmp_client_connect_async(qmp_client *c, const char *address, qmp_error *err);
 
