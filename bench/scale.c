@@ -12,17 +12,19 @@
  *   (m) one thread driving a thousand connections (one fast server
  *       process serves them all), each with a few calls in flight and
  *       event bursts: commands/s, events/s, call latency, RSS and the heap
- *       of an idle connected client;
- *   (s) the same with one more connection to a server that never replies:
- *       its calls must time out on schedule while the others' latency
- *       stays what it was;
+ *       of an idle connected client (runs A with qmp_loop, C with the bare
+ *       epoll loop);
+ *   (s) the same with one more connection to a server that never replies
+ *       (runs B, taking turns with A and C): its calls must time out on
+ *       schedule while the others' latency stays what it was;
  *   (q) fifty real qemu-system-x86_64 processes driven from one thread:
  *       connect all, query-status on all at once, stop/cont with the STOP
  *       and RESUME events taken by subscriptions.
  *
  * The client (this process) is pinned to CPU 0 and the fake servers to
- * CPU 1, and the CPU time of both sides is reported, so that it is clear
- * which side limits a figure.  --only NAME -n N runs one measurement of N
+ * CPU 1 (the pipelined rows also run with both on CPU 0), and the CPU
+ * time of both sides is reported, so that it is clear which side limits
+ * a figure.  --only NAME -n N runs one measurement of N
  * operations, which bench/run.sh runs under callgrind at two sizes.
  *
  * Benchmarks are never tests: nothing here asserts a time.
@@ -319,7 +321,7 @@ typedef struct options {
     unsigned qemus;
     unsigned qemu_rounds;
     unsigned qemu_calls; /* per QEMU, pipelined */
-    unsigned pairs;      /* many-connection runs without and with the silent one */
+    unsigned many_reps;  /* rounds of the many-connection runs A, B and C */
     unsigned stop_cont;  /* stop/cont cycles */
     bool pin;
     bool quiet;
@@ -333,7 +335,7 @@ static options opt = {
     .per_conn = 4,
     .secs = 3,
     .warmup_secs = 0.5,
-    .pairs = 3,
+    .many_reps = 3,
     .call_timeout_ms = 1000,
     .qemus = 50,
     .qemu_rounds = 100,
@@ -556,13 +558,15 @@ typedef enum driver_kind { DRV_LOOP, DRV_OWN } driver_kind;
 
 static const char *const driver_names[] = {"qmp_loop", "own epoll loop"};
 
-/* One client in the own loop. */
+/* One client in the own loop.  Entries live in the benchmark's own
+ * arrays and are only removed between rounds, never by a callback, so the
+ * pointers of an epoll batch stay valid for the whole batch. */
 typedef struct own_entry {
     qmp_client *c;
     int fd;          /* registered descriptor, -1: none */
     uint32_t events; /* registered events */
     size_t index;    /* in own.entries */
-    bool dirty;      /* in own.dirty: sync before the next wait */
+    bool dirty;      /* listed in own.dirty: sync before the next wait */
     bool refresh;    /* the descriptor may have been closed and reopened */
     bool broken;     /* process() failed: unwatched until the watch callback */
 } own_entry;
@@ -616,7 +620,6 @@ static void own_sync(own_entry *e)
     uint32_t want = (pev & POLLIN ? EPOLLIN : 0u) | (pev & POLLOUT ? EPOLLOUT : 0u);
     struct epoll_event ev = {.events = want, .data.ptr = e};
 
-    e->dirty = false;
     own_note_deadline(e->c);
     if (fd != e->fd || e->refresh) {
         e->refresh = false;
@@ -705,8 +708,12 @@ static int own_run_once(int timeout_ms)
 {
     struct epoll_event evs[256];
 
-    for (size_t i = 0; i < own.n_dirty; i++)
+    /* Only this clears the dirty flag, so that an entry is listed at most
+     * once however often it is synced meanwhile. */
+    for (size_t i = 0; i < own.n_dirty; i++) {
+        own.dirty[i]->dirty = false;
         own_sync(own.dirty[i]);
+    }
     own.n_dirty = 0;
     int wait = timeout_ms;
     if (own.next_deadline != UINT64_MAX) {
@@ -789,7 +796,7 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
-/* Reads until n more line ends arrived; returns how many came. */
+/* Waits for data, reads once and returns how many line ends came. */
 static size_t read_lines(int fd, char *buf, size_t size)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -1083,13 +1090,11 @@ typedef enum phase { PH_IDLE, PH_WARMUP, PH_MEASURE, PH_DRAIN } phase;
 /* Everything the callbacks count. */
 static struct {
     phase phase;
-    int64_t call_timeout_ns;
     hist status_lat;   /* query-status, completed while measuring */
     hist events_lat;   /* x-bench-events (its reply comes after its events) */
     hist timeout_lat;  /* start to -ETIMEDOUT, every phase */
     uint64_t commands; /* completed successfully while measuring */
     uint64_t events;   /* received while measuring */
-    uint64_t events_total;
     uint64_t timeouts_silent, timeouts_other;
     uint64_t errors;
     char last_error[sizeof(((qmp_error *)0)->message)];
@@ -1135,12 +1140,13 @@ static void on_connected(qmp_client *c, int status, const qmp_error *err, void *
     }
 }
 
+/* Runs only for an established connection that broke (not for close or
+ * unref): nothing here should ever break one. */
 static void on_disconnected(qmp_client *c, const qmp_error *err, void *userdata)
 {
-    app_conn *cn = userdata;
     (void)c;
-    if (st.phase != PH_IDLE || cn->state == 1)
-        die("a connection broke: %s", err ? err->message : "?");
+    (void)userdata;
+    die("a connection broke: %s", err ? err->message : "?");
 }
 
 static void on_bench_event(qmp_client *c, qmp_event *ev, void *userdata)
@@ -1148,7 +1154,6 @@ static void on_bench_event(qmp_client *c, qmp_event *ev, void *userdata)
     (void)c;
     (void)ev;
     (void)userdata;
-    st.events_total++;
     if (st.phase == PH_MEASURE)
         st.events++;
 }
@@ -1275,7 +1280,7 @@ static void stats_reset(void)
     hist_reset(&st.status_lat);
     hist_reset(&st.events_lat);
     hist_reset(&st.timeout_lat);
-    st.commands = st.events = st.events_total = 0;
+    st.commands = st.events = 0;
     st.timeouts_silent = st.timeouts_other = st.errors = 0;
     st.last_error[0] = '\0';
 }
@@ -1285,7 +1290,7 @@ typedef struct load_result {
     double secs;
     double commands_s, events_s;
     double p50, p99, p999, max;    /* query-status latency, ns */
-    double ev_p50, ev_p99;         /* x-bench-events latency */
+    double ev_p99;                 /* x-bench-events latency */
     double client_cpu, server_cpu; /* shares of one CPU */
     double others;                 /* CPU used by other processes, shares of one CPU */
     uint64_t errors, timeouts_other, timeouts_silent;
@@ -1339,7 +1344,6 @@ static void load_run(bool with_silent, load_result *res)
     res->p99 = hist_quantile(&st.status_lat, 0.99);
     res->p999 = hist_quantile(&st.status_lat, 0.999);
     res->max = (double)st.status_lat.max;
-    res->ev_p50 = hist_quantile(&st.events_lat, 0.50);
     res->ev_p99 = hist_quantile(&st.events_lat, 0.99);
     res->errors = st.errors;
     res->timeouts_other = st.timeouts_other;
@@ -1353,11 +1357,11 @@ static void print_load(const char *label, const load_result *r)
 {
     char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32];
     printf("%-36s %10s %10s %9s %9s %9s %9s %9s %6.0f%% %6.0f%% %6.0f%% %7.1f\n", label,
-           fmt_rate(b1, sizeof(b1), r->commands_s), fmt_rate(b2, sizeof(b2), r->events_s),
-           fmt_ns(b3, sizeof(b3), r->p50), fmt_ns(b4, sizeof(b4), r->p99),
-           fmt_ns(b5, sizeof(b5), r->p999), fmt_ns(b6, sizeof(b6), r->max),
-           fmt_ns(b7, sizeof(b7), r->ev_p99), 100 * r->client_cpu, 100 * r->server_cpu,
-           100 * r->others, (double)r->hwm_kib / 1024);
+           fmt_rate(b1, sizeof(b1), r->commands_s),
+           fmt_rate(b2, sizeof(b2), r->commands_s / r->client_cpu), fmt_ns(b3, sizeof(b3), r->p50),
+           fmt_ns(b4, sizeof(b4), r->p99), fmt_ns(b5, sizeof(b5), r->p999),
+           fmt_ns(b6, sizeof(b6), r->max), fmt_ns(b7, sizeof(b7), r->ev_p99), 100 * r->client_cpu,
+           100 * r->server_cpu, 100 * r->others, (double)r->hwm_kib / 1024);
 }
 
 /* Connects conns[from..to) to sock; returns the time it took. */
@@ -1389,7 +1393,7 @@ static void run_many_section(void)
 {
     unsigned n = opt.conns, total = n + 1;
     long rss0, hwm0, rss1, hwm1;
-    char b1[32], b2[32], b3[32], b4[32];
+    char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32];
 
     printf(
         "\n(m) %u connections to one fast server process, one thread, %u calls in flight\n"
@@ -1446,34 +1450,42 @@ static void run_many_section(void)
     connect_range(n, total, silent_server->sock);
 
     /* The machine is noisy: runs without (A) and with (B) the silent
-     * connection alternate, and the medians of each kind are compared. */
-    unsigned pairs = opt.pairs;
-    load_result a[MAX_REPS], b[MAX_REPS], c;
+     * connection, and A again with the own epoll loop (C), take turns,
+     * and the medians of each kind are compared. */
+    unsigned reps = opt.many_reps;
+    /* Each result holds a histogram: too big for the stack by the dozen. */
+    load_result *a = calloc(3 * (size_t)reps, sizeof(*a)), *b = a + reps, *c = b + reps;
+    if (a == NULL)
+        die("out of memory");
     progress("(m) runs ");
-    for (unsigned k = 0; k < pairs; k++) {
+    for (unsigned k = 0; k < reps; k++) {
         load_run(false, &a[k]);
         load_run(true, &b[k]);
+        switch_driver(DRV_OWN, total);
+        load_run(false, &c[k]);
+        switch_driver(DRV_LOOP, total);
         progress(".");
     }
-    switch_driver(DRV_OWN, total);
-    load_run(false, &c);
-    switch_driver(DRV_LOOP, total);
     progress(" done\n");
 
     printf("%-36s %10s %10s %9s %9s %9s %9s %9s %7s %7s %7s %7s\n", "run (query-status latency)",
-           "commands/s", "events/s", "p50", "p99", "p99.9", "max", "ev p99", "client", "server",
+           "commands/s", "per cpu-s", "p50", "p99", "p99.9", "max", "ev p99", "client", "server",
            "others", "HWM MiB");
-    uint64_t failures = c.errors + c.timeouts_other, silent_timeouts = 0;
+    uint64_t failures = 0, silent_timeouts = 0;
     hist t;
     hist_reset(&t);
-    double ra[MAX_REPS], rb[MAX_REPS], pa[MAX_REPS], pb[MAX_REPS];
-    for (unsigned k = 0; k < pairs; k++) {
+    double ra[MAX_REPS], rb[MAX_REPS], rc[MAX_REPS], pa[MAX_REPS], pb[MAX_REPS], pc[MAX_REPS];
+    double ea[MAX_REPS], ca[MAX_REPS], cc[MAX_REPS];
+    for (unsigned k = 0; k < reps; k++) {
         char label[64];
         snprintf(label, sizeof(label), "A%u: %u conns, qmp_loop", k + 1, n);
         print_load(label, &a[k]);
         snprintf(label, sizeof(label), "B%u: %u conns + 1 silent, qmp_loop", k + 1, n);
         print_load(label, &b[k]);
-        failures += a[k].errors + a[k].timeouts_other + b[k].errors + b[k].timeouts_other;
+        snprintf(label, sizeof(label), "C%u: %u conns, own epoll loop", k + 1, n);
+        print_load(label, &c[k]);
+        failures += a[k].errors + a[k].timeouts_other + b[k].errors + b[k].timeouts_other +
+                    c[k].errors + c[k].timeouts_other;
         silent_timeouts += b[k].timeouts_silent;
         for (size_t i = 0; i < HIST_BUCKETS; i++)
             t.bucket[i] += b[k].timeouts.bucket[i];
@@ -1484,19 +1496,31 @@ static void run_many_section(void)
         t.count += b[k].timeouts.count;
         ra[k] = a[k].commands_s;
         rb[k] = b[k].commands_s;
+        rc[k] = c[k].commands_s;
         pa[k] = a[k].p99;
         pb[k] = b[k].p99;
+        pc[k] = c[k].p99;
+        ea[k] = a[k].events_s;
+        ca[k] = a[k].commands_s / a[k].client_cpu;
+        cc[k] = c[k].commands_s / c[k].client_cpu;
     }
-    print_load("C: same as A, own epoll loop", &c);
-    printf("    client, server: CPU time / wall time; others: CPU the rest of the machine used\n"
+    printf("    per cpu-s: commands per second of client CPU (less sensitive to noise);\n"
+           "    client, server: CPU time / wall time; others: CPU the rest of the machine used\n"
            "    meanwhile (noise); ev p99: x-bench-events calls (their events come first);\n"
            "    HWM: the client's VmHWM (peak RSS so far)\n");
-    printf("    medians: %s commands/s and p99 %s without the silent connection (A),\n"
-           "    %s and %s with it (B); calls that failed on normal connections: %llu\n",
-           fmt_rate(b1, sizeof(b1), median(ra, (int)pairs)),
-           fmt_ns(b2, sizeof(b2), median(pa, (int)pairs)),
-           fmt_rate(b3, sizeof(b3), median(rb, (int)pairs)),
-           fmt_ns(b4, sizeof(b4), median(pb, (int)pairs)), (unsigned long long)failures);
+    printf("    medians of commands/s and query-status p99: A %s, %s; B %s, %s;\n"
+           "    C %s, %s; calls that failed on normal connections: %llu\n",
+           fmt_rate(b1, sizeof(b1), median(ra, (int)reps)),
+           fmt_ns(b2, sizeof(b2), median(pa, (int)reps)),
+           fmt_rate(b3, sizeof(b3), median(rb, (int)reps)),
+           fmt_ns(b4, sizeof(b4), median(pb, (int)reps)),
+           fmt_rate(b5, sizeof(b5), median(rc, (int)reps)),
+           fmt_ns(b6, sizeof(b6), median(pc, (int)reps)), (unsigned long long)failures);
+    printf("    events received in A: %s (one per call); commands per client CPU second:\n"
+           "    A %s, C %s\n",
+           fmt_rate(b1, sizeof(b1), median(ea, (int)reps)),
+           fmt_rate(b2, sizeof(b2), median(ca, (int)reps)),
+           fmt_rate(b3, sizeof(b3), median(cc, (int)reps)));
 
     printf("\n(s) The silent connection (B runs): %llu calls timed out, configured %d ms each\n"
            "    (%u in flight, restarted on each timeout); actual time from execute_async to\n"
@@ -1505,8 +1529,9 @@ static void run_many_section(void)
            fmt_ns(b1, sizeof(b1), (double)t.min), fmt_ns(b2, sizeof(b2), hist_quantile(&t, 0.5)),
            fmt_ns(b3, sizeof(b3), (double)t.max));
     printf("    the other connections' query-status p99: median %s without it, %s with it\n",
-           fmt_ns(b1, sizeof(b1), median(pa, (int)pairs)),
-           fmt_ns(b2, sizeof(b2), median(pb, (int)pairs)));
+           fmt_ns(b1, sizeof(b1), median(pa, (int)reps)),
+           fmt_ns(b2, sizeof(b2), median(pb, (int)reps)));
+    free(a);
 
     for (unsigned i = 0; i < total; i++) {
         drv_remove(conns[i].c, &conns[i].own);
@@ -1819,7 +1844,7 @@ static void usage(FILE *f)
             "  --conns N           connections of the many-connection runs (default %u)\n"
             "  --per-conn K        calls in flight per connection (default %u)\n"
             "  --secs S            measured seconds per many-connection run (default %.0f)\n"
-            "  --pairs P           runs without and with the silent one (default %u)\n"
+            "  --many-reps R       rounds of the runs A, B, C (default %u)\n"
             "  --warmup-secs S     warm-up before each (default %.1f)\n"
             "  --call-timeout MS   per-call timeout of those runs (default %d)\n"
             "  --qemus N           real QEMUs (default %u, max %d; 0 skips them)\n"
@@ -1834,7 +1859,7 @@ static void usage(FILE *f)
 
             "  --quiet             no progress on stderr\n"
             "  --list              list the measurements --only takes\n",
-            opt.reps, MAX_REPS, opt.conns, opt.per_conn, opt.secs, opt.pairs, opt.warmup_secs,
+            opt.reps, MAX_REPS, opt.conns, opt.per_conn, opt.secs, opt.many_reps, opt.warmup_secs,
             opt.call_timeout_ms, opt.qemus, MAX_QEMUS, opt.qemu, opt.qemu_rounds, opt.qemu_calls,
             opt.stop_cont, BENCH_SCHEMA_PATH);
 }
@@ -1887,8 +1912,8 @@ int main(int argc, char **argv)
             opt.per_conn = (unsigned)parse_num(argv[++i], MAX_WINDOW);
         } else if (strcmp(a, "--secs") == 0 && has) {
             opt.secs = parse_secs(argv[++i]);
-        } else if (strcmp(a, "--pairs") == 0 && has) {
-            opt.pairs = (unsigned)parse_num(argv[++i], MAX_REPS);
+        } else if (strcmp(a, "--many-reps") == 0 && has) {
+            opt.many_reps = (unsigned)parse_num(argv[++i], MAX_REPS);
         } else if (strcmp(a, "--warmup-secs") == 0 && has) {
             opt.warmup_secs = parse_secs(argv[++i]);
         } else if (strcmp(a, "--call-timeout") == 0 && has) {
@@ -1919,13 +1944,21 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (opt.reps < 1 || opt.per_conn < 1 || opt.pairs < 1)
-        die("--reps, --per-conn and --pairs must be at least 1");
+    if (opt.reps < 1 || opt.per_conn < 1 || opt.many_reps < 1)
+        die("--reps, --per-conn and --many-reps must be at least 1");
 
-    /* Children are killed by pid on the way out, whichever way that is. */
+    /* Children are killed by pid on the way out, whichever way that is;
+     * the handler has its own stack, so a stack overflow runs it too. */
+    static char alt_stack[64 * 1024];
+    stack_t ss = {.ss_sp = alt_stack, .ss_size = sizeof(alt_stack)};
+    if (sigaltstack(&ss, NULL) < 0)
+        die("sigaltstack: %s", strerror(errno));
     int fatal[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGSEGV, SIGBUS, SIGFPE, SIGABRT};
-    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
-        signal(fatal[i], on_fatal_signal);
+    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++) {
+        struct sigaction sa = {.sa_handler = on_fatal_signal, .sa_flags = SA_ONSTACK};
+        sigemptyset(&sa.sa_mask);
+        sigaction(fatal[i], &sa, NULL);
+    }
     signal(SIGPIPE, SIG_IGN);
     atexit(cleanup_children);
 

@@ -3,7 +3,11 @@
 #
 #   build     build/ (debugoptimized, -Dwerror=true): every test suite
 #   asan      build-asan/ (AddressSanitizer + UBSan, leaks fatal): every suite
-#   valgrind  build/ under valgrind memcheck: suites qemu, client, fake, unit
+#   tsan      build-tsan/ (ThreadSanitizer): suites threads and fake, the
+#             ones where several threads share memory (a client shared by
+#             many threads; the client and the fake QEMU's thread)
+#   valgrind  build/ under valgrind memcheck: suites qemu, client, fake, unit,
+#             threads
 #   fuzz      build-fuzz/ (clang, -Dfuzz=true): each libFuzzer target for a
 #             short, bounded run over its seed corpus
 #
@@ -14,11 +18,11 @@
 # counts once, and a phase that cannot configure or build counts as one
 # failure.  The exit status is 0 only when nothing failed.
 #
-# Usage: scripts/run-tests.sh [PHASE...]       (default: all four)
+# Usage: scripts/run-tests.sh [PHASE...]       (default: all five)
 #
 # Environment:
-#   BUILD, BUILD_ASAN, BUILD_FUZZ   build directories (build, build-asan,
-#                                   build-fuzz)
+#   BUILD, BUILD_ASAN, BUILD_TSAN,  build directories (build, build-asan,
+#   BUILD_FUZZ                      build-tsan, build-fuzz)
 #   MESON_TESTTHREADS               tests run in parallel (default: CPUs)
 #   FUZZ_RUNS, FUZZ_SECONDS         bounds of each fuzz run (100000, 30)
 #
@@ -33,6 +37,7 @@ top=$(pwd)
 
 BUILD=${BUILD:-build}
 BUILD_ASAN=${BUILD_ASAN:-build-asan}
+BUILD_TSAN=${BUILD_TSAN:-build-tsan}
 BUILD_FUZZ=${BUILD_FUZZ:-build-fuzz}
 FUZZ_RUNS=${FUZZ_RUNS:-100000}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
@@ -40,7 +45,8 @@ cpus=$(nproc 2>/dev/null || echo 2)
 export MESON_TESTTHREADS=${MESON_TESTTHREADS:-$cpus}
 
 common_opts=(-Dbuildtype=debugoptimized -Dwerror=true)
-valgrind_suites=(qemu client fake unit)
+valgrind_suites=(qemu client fake unit threads)
+tsan_suites=(threads fake)
 # nouserintercepts: memcheck intercepts malloc in libc only, so a test
 # that supplies its own malloc on top of libc's (the allocation-failure
 # walk) keeps it, while memcheck still sees every allocation.
@@ -260,6 +266,31 @@ phase_asan() {
     end_phase asan
 }
 
+phase_tsan() {
+    begin_phase "tsan: $BUILD_TSAN, suites ${tsan_suites[*]} with ThreadSanitizer"
+    # TSan must see the whole program instrumented; json-c (like GLib,
+    # libuv and libevent in the adapter tests) is not.  json-c objects
+    # only change hands between threads through libqmp's and the tests'
+    # own mutexes, which TSan sees, so no report comes from inside json-c
+    # and no suppressions are needed.  Should one ever be, it belongs in
+    # a suppressions file limited to json-c's frames, named here with
+    # suppressions=FILE.  halt_on_error: the first race fails its test.
+    if configure "$BUILD_TSAN" "" "${common_opts[@]}" -Db_sanitize=thread -Db_lundef=false &&
+        ninja -C "$BUILD_TSAN"; then
+        local -a suites=()
+        local s
+        for s in "${tsan_suites[@]}"; do
+            suites+=(--suite "$s")
+        done
+        TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+            run_meson_tests "$BUILD_TSAN" testlog "${suites[@]}" --timeout-multiplier 4
+    else
+        cur_fail=$((cur_fail + 1))
+        note "configuring or building $BUILD_TSAN failed"
+    fi
+    end_phase tsan
+}
+
 phase_valgrind() {
     begin_phase "valgrind: $BUILD, suites ${valgrind_suites[*]} under memcheck"
     if [ $build_ok = no ]; then
@@ -327,12 +358,12 @@ phase_fuzz() {
 }
 
 phases=("$@")
-[ ${#phases[@]} -eq 0 ] && phases=(build asan valgrind fuzz)
+[ ${#phases[@]} -eq 0 ] && phases=(build asan tsan valgrind fuzz)
 for p in "${phases[@]}"; do
     case $p in
-    build | asan | valgrind | fuzz) ;;
+    build | asan | tsan | valgrind | fuzz) ;;
     *)
-        echo "usage: $0 [build|asan|valgrind|fuzz]..." >&2
+        echo "usage: $0 [build|asan|tsan|valgrind|fuzz]..." >&2
         exit 2
         ;;
     esac

@@ -885,7 +885,10 @@ static void handshake_failed(qmp_client *c, int r, qmp_error *e, int timeout_ms)
         /* Fail the session too, so it holds the reason; its greeting (if
          * any) stays readable until the next connect. */
         qmp_session_abort(c->session, e);
+        bool had_fd = c->fd >= 0;
         close_transport(c);
+        if (had_fd)
+            notify_watch(c);
     }
     c->failed = false;
     qmp__log(&c->log, QMP_LOG_DEBUG, "%s", e->message);

@@ -372,7 +372,9 @@ static void loop_on_watch(qmp_client *c, void *userdata)
     (void)c;
     e->watch_seq++;
     e->suspended = false;
-    (void)entry_sync(e->loop, e, true);
+    /* The client reports every close, so an unchanged descriptor and
+     * events need no system call (a call started is the common case). */
+    (void)entry_sync(e->loop, e, false);
 }
 
 /* Detaches and frees e, then drops the loop's reference to its client

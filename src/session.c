@@ -1128,7 +1128,7 @@ static void handle_greeting(qmp_session *s, const char *msg, size_t len)
 {
     qmp_error err;
     qmp_greeting *g;
-    uint64_t tag;
+    uint64_t tag = 0;
 
     if (qmp__greeting_new(&g, msg, len, s->max_depth, &err) < 0) {
         fail_session(s, &err);

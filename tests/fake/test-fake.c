@@ -408,6 +408,105 @@ TEST(unheld_teardown_is_not_an_error)
     close(p.fd);
 }
 
+/* Serve function of the tests below: answers every command with its
+ * name, emits EV before answering "ev", records an error for "bad",
+ * and ends serving at "done". */
+static int serve_names(fake_qemu *f, json_object *request, void *userdata)
+{
+    int *calls = userdata;
+    json_object *v = NULL;
+    char ret[128];
+
+    (*calls)++;
+    json_object_object_get_ex(request, "execute", &v);
+    const char *cmd = json_object_get_string(v);
+    if (cmd == NULL)
+        cmd = "";
+    if (strcmp(cmd, "ev") == 0)
+        fake_qemu_emit(f, "EV", "{\"n\": 1}");
+    if (strcmp(cmd, "bad") == 0) {
+        fake_qemu_record_error(f, "bad request %d", *calls);
+        fake_qemu_answer_error(f, request, "GenericError", "bad");
+        return FAKE_QEMU_SERVE_MORE;
+    }
+    snprintf(ret, sizeof(ret), "\"%s\"", cmd);
+    fake_qemu_answer(f, request, ret);
+    return strcmp(cmd, "done") == 0 ? FAKE_QEMU_SERVE_DONE : FAKE_QEMU_SERVE_MORE;
+}
+
+static void check_answer(peer *p, const char *name, int id)
+{
+    json_object *reply = peer_json(p), *v = NULL;
+    REQUIRE(reply != NULL);
+    CHECK(json_object_object_get_ex(reply, "return", &v));
+    CHECK_EQ_STR(json_object_get_string(v), name);
+    CHECK(json_object_object_get_ex(reply, "id", &v));
+    CHECK_EQ_INT(json_object_get_int(v), id);
+    json_object_put(reply);
+}
+
+TEST(serve_in_arrival_order)
+{
+    peer p;
+    int calls = 0;
+    fake_qemu *f = fake_qemu_new();
+    fake_qemu_serve(f, serve_names, &calls);
+    int q = fake_qemu_expect(f, "after", NULL);
+    fake_qemu_reply(f, q, "{}");
+    start_pair(f, &p);
+    peer_handshake(&p);
+    /* Pipelined: answered one by one, in order. */
+    peer_send(&p, "{\"execute\": \"a\", \"id\": 1}\n{\"execute\": \"ev\", \"id\": 2}\n"
+                  "{\"execute\": \"b\", \"id\": 3}\n");
+    check_answer(&p, "a", 1);
+    char *line = peer_line(&p);
+    CHECK(line != NULL && strstr(line, "\"event\": \"EV\", \"data\": {\"n\": 1}") != NULL);
+    free(line);
+    check_answer(&p, "ev", 2);
+    check_answer(&p, "b", 3);
+    /* done ends the step; the script goes on. */
+    peer_send(&p, "{\"execute\": \"done\", \"id\": 4}\n{\"execute\": \"after\", \"id\": 5}\n");
+    check_answer(&p, "done", 4);
+    json_object *reply = peer_json(&p);
+    CHECK(reply != NULL);
+    json_object_put(reply);
+    CHECK_EQ_INT(fake_qemu_wait_done(f, DEADLINE_MS), 0);
+    CHECK_EQ_INT(fake_qemu_finish(f), 0);
+    CHECK_EQ_INT(calls, 4);
+    fake_qemu_free(f);
+    close(p.fd);
+}
+
+TEST(serve_reports_errors)
+{
+    /* An error the serve function records, and a serve step unfinished
+     * at teardown, are both reported. */
+    peer p;
+    int calls = 0;
+    fake_qemu *f = fake_qemu_new();
+    fake_qemu_serve(f, serve_names, &calls);
+    start_pair(f, &p);
+    peer_handshake(&p);
+    peer_send(&p, "{\"execute\": \"bad\", \"id\": 1}\n");
+    json_object *reply = peer_json(&p), *v = NULL;
+    REQUIRE(reply != NULL);
+    CHECK(json_object_object_get_ex(reply, "error", &v));
+    json_object_put(reply);
+    CHECK_EQ_INT(fake_qemu_finish(f), 2);
+    fake_qemu_free(f);
+    close(p.fd);
+
+    /* A client that closes while the fake serves. */
+    f = fake_qemu_new();
+    fake_qemu_serve(f, serve_names, &calls);
+    start_pair(f, &p);
+    peer_handshake(&p);
+    close(p.fd);
+    CHECK_EQ_INT(fake_qemu_wait_done(f, DEADLINE_MS), 0);
+    CHECK_EQ_INT(fake_qemu_finish(f), 1);
+    fake_qemu_free(f);
+}
+
 TEST(negotiation_modes)
 {
     peer p;
@@ -519,6 +618,8 @@ int main(int argc, char **argv)
     RUN(dribble_and_cut);
     RUN(hold_resume_and_shutdown);
     RUN(unheld_teardown_is_not_an_error);
+    RUN(serve_in_arrival_order);
+    RUN(serve_reports_errors);
     RUN(negotiation_modes);
     RUN(unix_and_tcp_modes);
     return harness_done();
