@@ -639,6 +639,10 @@ static int client_run(qmp_client *c, int64_t deadline, done_fn done, void *arg, 
             report_disconnect(c);
             return 0;
         }
+        if (c->closed_by_caller)
+            /* A callback closed the client while this call waited. */
+            return qmp__error_set(err, -ECANCELED, QMP_ERR_CANCELLED,
+                                  "the connection was closed by the caller while waiting");
         if (c->failed) {
             qmp__error_copy(err, &c->fail);
             report_disconnect(c);

@@ -116,6 +116,38 @@ static void sock_path(char *buf, size_t size, const char *name)
 
 /* ------------------------------------------------------------- basics */
 
+/* A subscription callback that closes the client while a blocking wait
+ * reads: the wait must end at once with -ECANCELED, not spin until (or
+ * past) its deadline. */
+static void close_on_event(qmp_client *c, qmp_event *ev, void *userdata)
+{
+    (void)ev;
+    (*(int *)userdata)++;
+    qmp_client_close(c);
+}
+
+TEST(close_inside_callback_ends_wait)
+{
+    fake_qemu *f = fake_qemu_new();
+    fake_qemu_hold(f);
+    fake_qemu_event(f, "X", NULL);
+    qmp_client *c = new_client();
+    qmp_error err = QMP_ERROR_INIT;
+    REQUIRE(connect_fake(c, f, &err) == 0);
+    int closed = 0;
+    CHECK_EQ_INT(qmp_client_subscribe(c, "X", close_on_event, &closed, NULL), 0);
+    fake_qemu_resume(f); /* X is read inside the wait below */
+    qmp_event *ev = NULL;
+    long long t0 = now_ms();
+    CHECK_EQ_INT(qmp_client_wait_event(c, "NEVER", NULL, 10000, &ev, &err), -ECANCELED);
+    CHECK(now_ms() - t0 < 5000);
+    CHECK_EQ_INT(err.category, QMP_ERR_CANCELLED);
+    CHECK_EQ_INT(closed, 1);
+    CHECK(ev == NULL);
+    CHECK_EQ_INT(qmp_client_is_connected(c), 0);
+    finish(f, c);
+}
+
 TEST(execute_over_socketpair)
 {
     fake_qemu *f = fake_qemu_new();
@@ -1275,6 +1307,7 @@ int main(int argc, char **argv)
         return 1;
     }
     RUN(execute_over_socketpair);
+    RUN(close_inside_callback_ends_wait);
     RUN(oob_when_wanted);
     RUN(not_connected);
     RUN(unix_socket_path);
