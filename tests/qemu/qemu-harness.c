@@ -781,6 +781,27 @@ const char *qemu_json_str(json_object *o, const char *key)
     return json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
 }
 
+/*
+ * Proves a freshly started QEMU's extra monitor ready with one handshake.
+ * QEMU listens before it has finished setting up each monitor, and a
+ * client that talks to a monitor that early has been seen to get the
+ * greeting but never an answer to qmp_capabilities.  The tests connect at
+ * once (the listening socket is passed to QEMU), so the harness does one
+ * handshake per extra monitor first, tried again while it times out.
+ */
+static int probe_monitor(const char *address)
+{
+    int rc = -ETIMEDOUT;
+
+    for (int attempt = 0; attempt < 4 && rc == -ETIMEDOUT; attempt++) {
+        qmp_client *p = NULL;
+        qmp_error e = QMP_ERROR_INIT;
+        rc = qemu_connect(address, 3000, &p, &e);
+        qmp_client_unref(p);
+    }
+    return rc;
+}
+
 void qemu_run(const qemu_opts *opts, qemu_test_fn fn, int *failed)
 {
     qemu_instance q;
@@ -813,6 +834,12 @@ void qemu_run(const qemu_opts *opts, qemu_test_fn fn, int *failed)
             rc = qemu_connect(q.address, 0, &c, &err);
         }
         if (rc < 0) {
+            *failed = 1;
+            goto out;
+        }
+    }
+    for (int i = 0; opts != NULL && i < opts->n_extra_monitors; i++) {
+        if (probe_monitor(q.extra_address[i]) < 0) {
             *failed = 1;
             goto out;
         }
