@@ -120,8 +120,8 @@ struct qmp_client {
 
     /* Thread-safe mode (qmp_client_set_thread_safe()). */
     bool thread_safe;
-    bool reader_busy;    /* a thread polls the socket for everyone */
-    int wake_fd;         /* eventfd that makes the reader poll again */
+    bool reader_busy;      /* a thread polls the socket for everyone */
+    int wake_fd;           /* eventfd that makes the reader poll again */
     pthread_mutex_t mutex; /* recursive: callbacks call back in */
     pthread_cond_t cond;   /* broadcast after every read */
 
@@ -866,8 +866,8 @@ static void handshake_succeeded(qmp_client *c)
         const qmp_greeting *g = qmp_session_get_greeting(c->session);
         if (g != NULL)
             qmp_greeting_version(g, &major, &minor, &micro);
-        qmp__log(&c->log, QMP_LOG_DEBUG, "QMP ready on %s (QEMU %d.%d.%d%s)", c->desc, major,
-                 minor, micro, qmp_session_oob_enabled(c->session) ? ", oob" : "");
+        qmp__log(&c->log, QMP_LOG_DEBUG, "QMP ready on %s (QEMU %d.%d.%d%s)", c->desc, major, minor,
+                 micro, qmp_session_oob_enabled(c->session) ? ", oob" : "");
     }
 }
 
@@ -919,19 +919,24 @@ int qmp__client_attach(qmp_client *c, int fd, bool is_unix, const char *desc, in
     return r;
 }
 
-int qmp_client_connect(qmp_client *c, const char *address, qmp_error *err)
+static int connect_async_attach(qmp_client *c, int fd, bool is_unix, bool in_progress,
+                                const char *desc, int64_t deadline, qmp_error *err);
+
+/*
+ * Both connects: parse, forget the old connection, open the socket, then
+ * run the handshake to the end (blocking) or start it (async, where the
+ * socket's connect may still be in progress).
+ */
+static int connect_address(qmp_client *c, const char *address, bool async, qmp_error *err)
 {
     qmp_error e = QMP_ERROR_INIT;
     qmp__address a;
     int fd = -1;
     bool is_unix = false;
 
-    int r = qmp__client_check(c, err);
-    if (r < 0)
-        return r;
     /* The deadline starts now: name resolution and connect count too. */
     int64_t deadline = qmp__deadline_after(c->connect_timeout_ms);
-    r = qmp__address_parse(address, false, &a, err);
+    int r = qmp__address_parse(address, false, &a, err);
     if (r < 0)
         goto out;
     if (a.kind == QMP__ADDR_FD && a.fd == c->fd && c->fd >= 0) {
@@ -940,17 +945,30 @@ int qmp_client_connect(qmp_client *c, const char *address, qmp_error *err)
         goto out;
     }
     client_reset(c);
-    qmp__log(&c->log, QMP_LOG_DEBUG, "connecting to %s", a.desc);
-    r = qmp__socket_connect(&a, deadline, c->connect_timeout_ms, &c->log, &fd, &is_unix, &e);
+    qmp__log(&c->log, QMP_LOG_DEBUG, "connecting to %s%s", a.desc,
+             async ? " (asynchronously)" : "");
+    r = qmp__socket_connect(&a, async ? QMP__DEADLINE_ASYNC : deadline, c->connect_timeout_ms,
+                            &c->log, &fd, &is_unix, &e);
     if (r < 0) {
         qmp__log(&c->log, QMP_LOG_DEBUG, "%s", e.message);
         qmp__error_copy(err, &e);
         goto out;
     }
-    r = qmp__client_attach(c, fd, is_unix, a.desc, deadline, c->connect_timeout_ms, err);
+    if (async)
+        r = connect_async_attach(c, fd, is_unix, r == 1, a.desc, deadline, err);
+    else
+        r = qmp__client_attach(c, fd, is_unix, a.desc, deadline, c->connect_timeout_ms, err);
 out:
     qmp__address_clear(&a);
     return r;
+}
+
+int qmp_client_connect(qmp_client *c, const char *address, qmp_error *err)
+{
+    int r = qmp__client_check(c, err);
+    if (r < 0)
+        return r;
+    return connect_address(c, address, false, err);
 }
 
 int qmp_client_connect_fd(qmp_client *c, int fd, qmp_error *err)
@@ -1120,9 +1138,9 @@ static int hold_fds(qmp_client *c, const int *fds, size_t n_fds, int *dups, qmp_
 }
 
 static int client_call_locked(qmp_client *c, const char *what, json_object *raw,
-                              const char *command,
-                       json_object *arguments, unsigned flags, int timeout_ms, const int *fds,
-                       size_t n_fds, json_object **ret, qmp_error *err)
+                              const char *command, json_object *arguments, unsigned flags,
+                              int timeout_ms, const int *fds, size_t n_fds, json_object **ret,
+                              qmp_error *err)
 {
     int dups[QMP__MAX_FDS];
     uint64_t tag = 0;
@@ -1204,8 +1222,8 @@ static int client_call(qmp_client *c, const char *what, json_object *raw, const 
         return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "no client given");
     qmp_client_ref(c);
     ts_lock(c);
-    int r = client_call_locked(c, what, raw, command, arguments, flags, timeout_ms, fds, n_fds,
-                               ret, err);
+    int r = client_call_locked(c, what, raw, command, arguments, flags, timeout_ms, fds, n_fds, ret,
+                               err);
     ts_unlock(c);
     qmp_client_unref(c);
     return r;
@@ -1295,8 +1313,7 @@ static bool waiter_done(qmp_client *c, void *arg)
 }
 
 static int client_wait_event_locked(qmp_client *c, const char *name, json_object *match,
-                                    int timeout_ms,
-                             qmp_event **ret_event, qmp_error *err)
+                                    int timeout_ms, qmp_event **ret_event, qmp_error *err)
 {
     if (c == NULL || ret_event == NULL)
         return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID,
@@ -1424,8 +1441,7 @@ void qmp_client_set_connect_callback(qmp_client *c, qmp_client_connect_fn fn, vo
     c->connect_userdata = userdata;
 }
 
-void qmp_client_set_disconnect_callback(qmp_client *c, qmp_client_disconnect_fn fn,
-                                        void *userdata)
+void qmp_client_set_disconnect_callback(qmp_client *c, qmp_client_disconnect_fn fn, void *userdata)
 {
     if (c == NULL)
         return;
@@ -1597,16 +1613,14 @@ static int check_call_args(const char *command, unsigned flags, int timeout_ms, 
         return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "no descriptor array given");
     for (size_t i = 0; i < n_fds; i++) {
         if (fds[i] < 0)
-            return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "invalid descriptor %d",
-                                  fds[i]);
+            return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "invalid descriptor %d", fds[i]);
     }
     return 0;
 }
 
 static int execute_async_locked(qmp_client *c, const char *command, json_object *arguments,
                                 unsigned flags, int timeout_ms, const int *fds, size_t n_fds,
-                                qmp_call_fn cb, void *userdata, uint64_t *ret_tag,
-                                qmp_error *err)
+                                qmp_call_fn cb, void *userdata, uint64_t *ret_tag, qmp_error *err)
 {
     int dups[QMP__MAX_FDS];
 
@@ -1686,8 +1700,8 @@ static int cancel_locked(qmp_client *c, uint64_t tag)
 
 /* ------------------------------------------------------- subscriptions */
 
-static int subscribe_locked(qmp_client *c, const char *name, qmp_client_event_fn cb,
-                            void *userdata, uint64_t *ret_id)
+static int subscribe_locked(qmp_client *c, const char *name, qmp_client_event_fn cb, void *userdata,
+                            uint64_t *ret_id)
 {
     if (c == NULL || cb == NULL)
         return -EINVAL;
@@ -1860,37 +1874,13 @@ static int connect_async_attach(qmp_client *c, int fd, bool is_unix, bool in_pro
 
 int qmp_client_connect_async(qmp_client *c, const char *address, qmp_error *err)
 {
-    qmp_error e = QMP_ERROR_INIT;
-    qmp__address a;
-    int fd = -1;
-    bool is_unix = false;
-
     if (c == NULL)
         return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "no client given");
+    /* Allowed inside callbacks (a reconnect from the disconnect callback). */
     int r = check_fork(c, err);
     if (r < 0)
         return r;
-    int64_t deadline = qmp__deadline_after(c->connect_timeout_ms);
-    r = qmp__address_parse(address, false, &a, err);
-    if (r < 0)
-        goto out;
-    if (a.kind == QMP__ADDR_FD && a.fd == c->fd && c->fd >= 0) {
-        r = qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "%s is already this client's socket",
-                           a.desc);
-        goto out;
-    }
-    client_reset(c);
-    qmp__log(&c->log, QMP_LOG_DEBUG, "connecting to %s (asynchronously)", a.desc);
-    r = qmp__socket_connect(&a, QMP__DEADLINE_ASYNC, c->connect_timeout_ms, &c->log, &fd,
-                            &is_unix, &e);
-    if (r < 0) {
-        qmp__error_copy(err, &e);
-        goto out;
-    }
-    r = connect_async_attach(c, fd, is_unix, r == 1, a.desc, deadline, err);
-out:
-    qmp__address_clear(&a);
-    return r;
+    return connect_address(c, address, true, err);
 }
 
 int qmp_client_connect_fd_async(qmp_client *c, int fd, qmp_error *err)
@@ -2007,8 +1997,8 @@ int qmp_client_execute_async(qmp_client *c, const char *command, json_object *ar
     if (c == NULL)
         return qmp__error_set(err, -EINVAL, QMP_ERR_INVALID, "no client given");
     ts_lock(c);
-    int r = execute_async_locked(c, command, arguments, flags, timeout_ms, fds, n_fds, cb,
-                                 userdata, ret_tag, err);
+    int r = execute_async_locked(c, command, arguments, flags, timeout_ms, fds, n_fds, cb, userdata,
+                                 ret_tag, err);
     ts_unlock(c);
     return r;
 }
